@@ -1,0 +1,136 @@
+"""Stored copies of the same parameters under different names: the one place tensors are merged.
+
+Every relation found (identical bytes here; transformed copies in ``transforms``) is an edge
+between two tensors; connected tensors form one group, counted once in ``unique_params``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import xxhash
+
+from auditor.graph import TensorInfo, iter_tensor_bytes
+
+Progress = Callable[[int], None]  # called with bytes processed
+
+
+@dataclass(frozen=True)
+class CopyEdge:
+    """``copy`` holds the same parameters as ``source`` under ``relation`` (with ``scale``)."""
+
+    source: str
+    copy: str
+    relation: str
+    scale: float | None = None
+
+
+@dataclass(frozen=True)
+class CopyGroup:
+    """Tensors holding the same parameters; the first is kept, the others are waste."""
+
+    tensors: tuple[str, ...]
+    relation: str  # identical | transposed | reshaped | cast | scaled | dequantized | mixed
+    wasted_params: int
+    wasted_bytes: int
+    scale: float | None = None
+
+
+def content_hash(tensor: TensorInfo, progress: Progress | None = None) -> bytes:
+    """A fast non-cryptographic 128-bit hash of the bytes (equality is confirmed separately)."""
+    digest = xxhash.xxh3_128()
+    for chunk in iter_tensor_bytes(tensor):
+        digest.update(chunk)
+        if progress:
+            progress(len(chunk))
+    return digest.digest()
+
+
+def same_bytes(a: TensorInfo, b: TensorInfo) -> bool:
+    """Byte-for-byte comparison, chunk by chunk."""
+    if a.nbytes != b.nbytes:
+        return False
+    left, right = iter_tensor_bytes(a), iter_tensor_bytes(b)
+    pending = b""
+    for chunk in left:
+        need = bytes(chunk)
+        while len(pending) < len(need):
+            more = next(right, None)
+            if more is None:
+                return False
+            pending += bytes(more)
+        if pending[: len(need)] != need:
+            return False
+        pending = pending[len(need) :]
+    return not pending and next(right, None) is None
+
+
+def identical_edges(tensors: Sequence[TensorInfo], progress: Progress | None = None) -> list[CopyEdge]:
+    """Identical copies: same dtype, shape and bytes. Only tensors with a (dtype, shape) partner
+    are hashed; equal hashes are confirmed byte by byte."""
+    buckets: dict[tuple[str, tuple[int, ...], bool], list[TensorInfo]] = defaultdict(list)
+    for tensor in tensors:
+        buckets[(tensor.dtype, tensor.shape, tensor.nnz is None)].append(tensor)
+    edges: list[CopyEdge] = []
+    for members in buckets.values():
+        if len(members) < 2:
+            continue
+        by_hash: dict[bytes, list[TensorInfo]] = defaultdict(list)
+        for tensor in members:
+            by_hash[content_hash(tensor, progress)].append(tensor)
+        for candidates in by_hash.values():
+            kept: list[TensorInfo] = []
+            for tensor in candidates:
+                match = next((k for k in kept if same_bytes(k, tensor)), None)
+                if match is None:
+                    kept.append(tensor)
+                else:
+                    edges.append(CopyEdge(match.id, tensor.id, "identical"))
+    return edges
+
+
+def group_copies(tensors: Sequence[TensorInfo], edges: Iterable[CopyEdge]) -> tuple[CopyGroup, ...]:
+    """Merge copy edges into groups (union-find); the kept tensor is the first in file order."""
+    order = {t.id: i for i, t in enumerate(tensors)}
+    by_id = {t.id: t for t in tensors}
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    edge_list = list(edges)
+    for edge in edge_list:
+        a, b = root(edge.source), root(edge.copy)
+        if a != b:
+            parent[max(a, b, key=order.__getitem__)] = min(a, b, key=order.__getitem__)
+    members: dict[str, list[str]] = defaultdict(list)
+    for x in parent:
+        members[root(x)].append(x)
+    relations: dict[str, set[str]] = defaultdict(set)
+    scales: dict[str, float | None] = {}
+    for edge in edge_list:
+        relations[root(edge.source)].add(edge.relation)
+        if edge.scale is not None:
+            scales[root(edge.source)] = edge.scale
+    groups = []
+    for head, ids in members.items():
+        ids.sort(key=order.__getitem__)
+        copies = [by_id[i] for i in ids[1:]]
+        kinds = relations[head]
+        groups.append(
+            CopyGroup(
+                tensors=tuple(ids),
+                relation=next(iter(kinds)) if len(kinds) == 1 else "mixed",
+                wasted_params=sum(t.stored_elements for t in copies),
+                wasted_bytes=sum(t.nbytes for t in copies),
+                scale=scales.get(head) if kinds == {"scaled"} else None,
+            )
+        )
+    groups.sort(key=lambda g: (-g.wasted_bytes, g.tensors))
+    return tuple(groups)

@@ -1,0 +1,145 @@
+"""How often each tensor is applied in one forward pass: uses, loops, branches, functions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.errors import AuditError
+from auditor.graph import ModelGraph, OpNode, Use
+
+_MAX_NESTING = 256
+
+
+@dataclass(frozen=True)
+class LoopInfo:
+    """A Loop or Scan node and its trip count, or why it is unknown."""
+
+    node: str
+    op_type: str
+    trip_count: int | None
+    reason: str  # why the trip count is unknown; '' when known
+
+
+@dataclass(frozen=True)
+class Applications:
+    """Uses of one tensor and how many times it is applied per forward pass."""
+
+    uses: tuple[Use, ...]
+    applications: int | None  # None when a loop on the way has an unknown trip count
+    lower_bound: int  # applications with each unknown loop run once
+
+
+def _constant_value(model: ModelGraph, value: str) -> np.ndarray | None:
+    tensor = model.tensors.get(value)
+    if tensor is None or tensor.numel > 16:
+        return None
+    return np.asarray(tensor.read())
+
+
+def _is_passthrough_condition(model: ModelGraph, body: str) -> bool:
+    """True when a Loop body never changes its condition (so the loop runs exactly M times)."""
+    scope = model.scopes[body]
+    if len(scope.inputs) < 2 or not scope.outputs:
+        return False
+    cond_in, cond_out = scope.inputs[1], scope.outputs[0]
+    while True:
+        if cond_out == cond_in:
+            return True
+        constant = _constant_value(model, cond_out)
+        if constant is not None:
+            return bool(constant.size == 1 and constant.reshape(()).item())
+        producer = model.producer_of.get(cond_out)
+        if producer is None or model.nodes[producer].op_type != "Identity":
+            return False
+        cond_out = model.nodes[producer].inputs[0]
+
+
+def loop_info(model: ModelGraph, node: OpNode) -> LoopInfo:
+    """Trip count of a Loop (static M and a condition the body never changes) or a Scan."""
+    if node.op_type == "Loop":
+        trip = _constant_value(model, node.inputs[0]) if node.inputs and node.inputs[0] else None
+        if trip is None or trip.size != 1:
+            return LoopInfo(node.id, "Loop", None, "the trip count M is computed at run time")
+        if len(node.inputs) > 1 and node.inputs[1]:
+            start = _constant_value(model, node.inputs[1])
+            if start is None:
+                return LoopInfo(node.id, "Loop", None, "the loop condition is computed at run time")
+            if not bool(start.reshape(()).item()):
+                return LoopInfo(node.id, "Loop", 0, "")
+        if not node.invokes or not _is_passthrough_condition(model, node.invokes[0]):
+            return LoopInfo(node.id, "Loop", None, "the body computes its own stop condition")
+        return LoopInfo(node.id, "Loop", int(trip.reshape(()).item()), "")
+    # Scan: the length of the first scan input along its scan axis
+    count = int(node.attrs.get("num_scan_inputs", 0) or 0)
+    if count <= 0 or len(node.inputs) < count:
+        return LoopInfo(node.id, "Scan", None, "no scan inputs")
+    first = node.inputs[len(node.inputs) - count]
+    axes = node.attrs.get("scan_input_axes") or [0]
+    shape = model.tensors[first].shape if first in model.tensors else model.value_shapes.get(first)
+    if shape:
+        axis = int(axes[0]) % len(shape)
+        if shape[axis] is not None:
+            return LoopInfo(node.id, "Scan", int(shape[axis]), "")
+    return LoopInfo(node.id, "Scan", None, "the scanned sequence length is dynamic")
+
+
+def loops(model: ModelGraph) -> dict[str, LoopInfo]:
+    """Every Loop and Scan node with its trip count."""
+    return {n.id: loop_info(model, n) for n in model.nodes.values() if n.op_type in ("Loop", "Scan")}
+
+
+def _enclosing(model: ModelGraph, scope: str) -> list[str]:
+    """Scopes one level up: the owner's scope for a subgraph, every caller's for a function."""
+    info = model.scopes[scope]
+    if info.owner is not None:
+        return [model.nodes[info.owner].scope]
+    return [model.nodes[caller].scope for caller in model.callers.get(scope, ())]
+
+
+def count_applications(model: ModelGraph, value: str, loop_table: dict[str, LoopInfo]) -> Applications:
+    """Applications per forward of ``value``: each terminal use once, times the trip counts of
+    the loops around it; for an ``If``, the branch that applies it most; for a local function,
+    once per call site."""
+    uses = model.terminal_uses(value)
+    direct = Counter(model.nodes[use.node].scope for use in uses)
+    relevant: set[str] = set()
+    frontier = list(direct)
+    while frontier:
+        scope = frontier.pop()
+        if scope not in relevant:
+            relevant.add(scope)
+            frontier.extend(_enclosing(model, scope))
+
+    def evaluate(scope: str, lower: bool, depth: int) -> int | None:
+        if depth > _MAX_NESTING:
+            raise AuditError("invalid-model", "subgraphs or functions nest too deeply (recursive function?)")
+        total = direct.get(scope, 0)
+        for node in model.nodes_by_scope.get(scope, ()):
+            inner = [s for s in node.invokes if s in relevant]
+            if not inner:
+                continue
+            values = [evaluate(s, lower, depth + 1) for s in inner]
+            if any(v is None for v in values):
+                return None
+            known = [v for v in values if v is not None]
+            if node.op_type == "If":
+                total += max(known)
+            elif node.id in loop_table:
+                trip = loop_table[node.id].trip_count
+                if trip is None:
+                    if not lower:
+                        return None
+                    trip = 1
+                total += trip * sum(known)
+            else:
+                total += sum(known)
+        return total
+
+    if not uses:
+        return Applications(uses, 0, 0)
+    exact = evaluate("", lower=False, depth=0)
+    lower = evaluate("", lower=True, depth=0)
+    return Applications(uses, exact, lower or 0)

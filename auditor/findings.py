@@ -1,0 +1,138 @@
+"""Rules: the analyses' results -> findings with stable codes, in plain language.
+
+Codes and slugs never change meaning; a slug is the anchor of the finding's explanation in
+the HTML report and in docs/findings.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from auditor.analyses.copies import CopyGroup
+from auditor.analyses.counts import Counts
+from auditor.analyses.usage import LoopInfo
+
+SEVERITIES = ("info", "warning", "error")
+
+# Applied / unique at or above this: the parameter count understates compute badly.
+APPLIED_RATIO_WARNING = 2.0
+# Lookup tables above this share of the unique parameters dominate the count.
+EMBEDDING_SHARE_INFO = 0.5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a reviewer should know. ``code`` and ``slug`` never change meaning."""
+
+    code: str
+    slug: str
+    severity: str  # info | warning | error
+    message: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return SEVERITIES.index(self.severity)
+
+
+def human(n: float) -> str:
+    """12345678 -> '12.3M'."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def evaluate(
+    counts: Counts,
+    duplicates: Sequence[CopyGroup],
+    loops: Sequence[LoopInfo],
+) -> tuple[Finding, ...]:
+    """All findings for one model, most severe first."""
+    found: list[Finding] = []
+    if counts.wasted_params > 0:
+        relations = sorted({g.relation for g in duplicates})
+        found.append(
+            Finding(
+                "AUD101",
+                "stored-copies",
+                "warning",
+                f"{human(counts.wasted_params)} parameters ({human_bytes(counts.stored_bytes - counts.unique_bytes)}) "
+                f"are stored more than once ({', '.join(relations)} copies in {len(duplicates)} groups): "
+                f"the file holds {human(counts.stored_params)} parameters but only {human(counts.unique_params)} "
+                "are distinct. A naive count overstates this model.",
+                {"wasted_params": counts.wasted_params, "wasted_bytes": counts.stored_bytes - counts.unique_bytes,
+                 "groups": len(duplicates)},  # fmt: skip
+            )
+        )
+    ratio = counts.applied_per_unique
+    if ratio is not None and ratio >= APPLIED_RATIO_WARNING:
+        found.append(
+            Finding(
+                "AUD102",
+                "shared-weights-hide-compute",
+                "warning",
+                f"Each unique parameter is applied {ratio:.1f} times per forward pass "
+                f"({human(counts.applied_params or 0)} applied vs {human(counts.unique_params)} unique): "
+                "shared weights make the parameter count understate compute and activation memory. "
+                "Compare models by applied parameters or FLOPs, not by parameter count.",
+                {"applied_params": counts.applied_params, "unique_params": counts.unique_params, "ratio": round(ratio, 3)},
+            )
+        )
+    if counts.unused_params > 0:
+        found.append(
+            Finding(
+                "AUD103",
+                "unused-parameters",
+                "warning",
+                f"{human(counts.unused_params)} stored parameters are never used by any node: "
+                "they inflate the parameter count and the file but do nothing.",
+                {"unused_params": counts.unused_params},
+            )
+        )
+    if counts.unique_params and counts.embedding_params / counts.unique_params > EMBEDDING_SHARE_INFO:
+        share = counts.embedding_params / counts.unique_params
+        found.append(
+            Finding(
+                "AUD104",
+                "embedding-dominated",
+                "info",
+                f"{share:.0%} of the unique parameters are lookup tables (embeddings): each token reads one "
+                "row, so the parameter count says little about compute.",
+                {"embedding_params": counts.embedding_params, "share": round(share, 4)},
+            )
+        )
+    unknown = [loop for loop in loops if loop.trip_count is None]
+    if unknown:
+        found.append(
+            Finding(
+                "AUD105",
+                "loop-trip-count-unknown",
+                "warning",
+                f"{len(unknown)} loop(s) run a number of times known only at run time "
+                f"({unknown[0].node}: {unknown[0].reason}), so applied parameters cannot be counted; "
+                f"at least {human(counts.applied_params_lower_bound)} if each loop runs once.",
+                {"loops": [loop.node for loop in unknown], "applied_params_lower_bound": counts.applied_params_lower_bound},
+            )
+        )
+    if counts.generated_params > 0:
+        found.append(
+            Finding(
+                "AUD106",
+                "generated-weights",
+                "warning",
+                f"{human(counts.generated_params)} weight values are generated at run time (ConstantOfShape, "
+                "RandomNormal...) rather than stored: the stored parameter count understates the model.",
+                {"generated_params": counts.generated_params},
+            )
+        )
+    found.sort(key=lambda f: (-f.rank, f.code))
+    return tuple(found)

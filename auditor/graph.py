@@ -1,0 +1,345 @@
+"""The graph model every analysis reads: stored tensors, op nodes, scopes, and their reuse.
+
+Loaders build a :class:`ModelGraph`; nothing here imports onnx or torch. Tensor metadata
+(dtype, shape, bytes, where the bytes live) is known without reading tensor data; bytes are
+read only through :meth:`TensorInfo.read`, which memory-maps external data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Iterator, Mapping
+
+import networkx as nx
+import numpy as np
+
+# Ops that pass a tensor on without applying it: a weight read through them is still the same
+# weight (torch keeps a tied LM head as Transpose(embedding) -> MatMul). Value: the data input.
+VIEW_OPS: Mapping[str, int] = {
+    "Identity": 0,
+    "Transpose": 0,
+    "Reshape": 0,
+    "Cast": 0,
+    "CastLike": 0,
+    "Squeeze": 0,
+    "Unsqueeze": 0,
+    "Flatten": 0,
+    "DequantizeLinear": 0,
+}
+
+# (op_type, input index) where an integer tensor holds quantized weights.
+QUANTIZED_WEIGHT_SLOTS: frozenset[tuple[str, int]] = frozenset(
+    {
+        ("DequantizeLinear", 0),
+        ("QLinearConv", 3),
+        ("QLinearMatMul", 0),
+        ("QLinearMatMul", 3),
+        ("QLinearAdd", 0),
+        ("QLinearAdd", 3),
+        ("QLinearMul", 0),
+        ("QLinearMul", 3),
+        ("QGemm", 0),
+        ("QGemm", 3),
+        ("MatMulInteger", 0),
+        ("MatMulInteger", 1),
+        ("ConvInteger", 0),
+        ("ConvInteger", 1),
+        ("MatMulNBits", 1),
+        ("MatMulBnb4", 1),
+        ("GatherBlockQuantized", 0),
+        ("DynamicQuantizeMatMul", 1),
+        ("MatMulIntegerToFloat", 1),
+        ("QAttention", 1),
+    }
+)
+
+# (op_type, input index) where a floating-point tensor is configuration, not a learned value.
+CONFIG_SLOTS: frozenset[tuple[str, int]] = frozenset(
+    {
+        ("Resize", 1),
+        ("Resize", 2),
+        ("Upsample", 1),
+        ("Range", 0),
+        ("Range", 1),
+        ("Range", 2),
+        ("ConstantOfShape", 0),
+        ("Pad", 2),
+        ("Clip", 1),
+        ("Clip", 2),
+    }
+)
+
+# Packed below one byte per element: their raw bytes differ from their unpacked numpy values.
+PACKED_DTYPES = frozenset({"int4", "uint4", "int2", "uint2", "float4e2m1", "float6e2m3", "float6e3m2"})
+
+FLOAT_DTYPES = frozenset(
+    {
+        "float16",
+        "float32",
+        "float64",
+        "bfloat16",
+        "float8e4m3fn",
+        "float8e4m3fnuz",
+        "float8e5m2",
+        "float8e5m2fnuz",
+        "float8e8m0",
+        "float4e2m1",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where an external tensor's bytes live: a file inside the model's folder, checked at load."""
+
+    path: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor stored in the model file: an initializer, a sparse initializer or a Constant."""
+
+    id: str
+    name: str
+    scope: str
+    origin: str  # "initializer" | "sparse_initializer" | "constant"
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    external: ExternalRef | None = None
+    nnz: int | None = None  # stored values of a sparse tensor
+    reader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def numel(self) -> int:
+        """Elements of the dense tensor."""
+        return math.prod(self.shape)
+
+    @property
+    def stored_elements(self) -> int:
+        """Elements actually stored: the dense count, or the non-zeros of a sparse tensor."""
+        return self.nnz if self.nnz is not None else self.numel
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    def read(self) -> np.ndarray:
+        """The tensor's values (a read-only memory map for external data where possible)."""
+        if self.reader is None:
+            raise ValueError(f"tensor {self.id} has no data")
+        return self.reader()
+
+
+@dataclass(frozen=True)
+class OpNode:
+    """One op. ``inputs`` / ``outputs`` hold resolved value ids ('' for an omitted input)."""
+
+    id: str
+    op_type: str
+    domain: str
+    scope: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # scope ids this node runs: subgraph attributes (body, then_branch...) or a local function
+    invokes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A graph: the main graph (id ''), a subgraph attribute of a node, or a local function."""
+
+    id: str
+    kind: str  # "main" | "subgraph" | "function"
+    owner: str | None  # node id owning a subgraph
+    attr: str | None  # attribute name of a subgraph (body, then_branch, else_branch...)
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Use:
+    """A node reading a value at one input position."""
+
+    node: str
+    index: int
+
+
+@dataclass(frozen=True)
+class ModelGraph:
+    """Everything the analyses need to know about one model, independent of its file format."""
+
+    path: str
+    file_size: int
+    producer: str
+    producer_version: str
+    ir_version: int
+    opsets: Mapping[str, int]
+    tensors: Mapping[str, TensorInfo]
+    nodes: Mapping[str, OpNode]
+    scopes: Mapping[str, Scope]
+    inputs: tuple[str, ...]  # runtime inputs of the main graph (initializers excluded)
+    outputs: tuple[str, ...]
+    value_shapes: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
+    external_data_bytes: int = 0
+
+    # ---- indexes derived once -------------------------------------------------------------
+
+    @cached_property
+    def consumers(self) -> Mapping[str, tuple[Use, ...]]:
+        """value id -> the nodes reading it (from any scope, outer-scope reads included)."""
+        index: dict[str, list[Use]] = defaultdict(list)
+        for node in self.nodes.values():
+            for position, value in enumerate(node.inputs):
+                if value:
+                    index[value].append(Use(node.id, position))
+        return {value: tuple(uses) for value, uses in index.items()}
+
+    @cached_property
+    def producer_of(self) -> Mapping[str, str]:
+        """value id -> id of the node that computes it."""
+        return {out: node.id for node in self.nodes.values() for out in node.outputs if out}
+
+    @cached_property
+    def nodes_by_scope(self) -> Mapping[str, tuple[OpNode, ...]]:
+        index: dict[str, list[OpNode]] = defaultdict(list)
+        for node in self.nodes.values():
+            index[node.scope].append(node)
+        return {scope: tuple(nodes) for scope, nodes in index.items()}
+
+    @cached_property
+    def callers(self) -> Mapping[str, tuple[str, ...]]:
+        """scope id -> ids of the nodes that run it (one owner for a subgraph, call sites for a function)."""
+        index: dict[str, list[str]] = defaultdict(list)
+        for node in self.nodes.values():
+            for scope in node.invokes:
+                index[scope].append(node.id)
+        return {scope: tuple(nodes) for scope, nodes in index.items()}
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def view_chain_uses(self, value: str) -> Iterator[tuple[Use, bool]]:
+        """Every use of ``value`` through chains of view ops, with whether the use is terminal.
+
+        A use is terminal when the node applies the value (a MatMul, a Gather...); view ops on
+        the way (Transpose, Cast, DequantizeLinear...) are yielded as non-terminal.
+        """
+        stack = [value]
+        seen: set[str] = set()
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            for use in self.consumers.get(current, ()):
+                node = self.nodes[use.node]
+                if VIEW_OPS.get(node.op_type) == use.index and node.outputs and node.outputs[0]:
+                    yield use, False
+                    stack.append(node.outputs[0])
+                else:
+                    yield use, True
+
+    def terminal_uses(self, value: str) -> tuple[Use, ...]:
+        """The nodes that apply ``value``, looking through view ops."""
+        return tuple(use for use, terminal in self.view_chain_uses(value) if terminal)
+
+    @cached_property
+    def graph_outputs(self) -> frozenset[str]:
+        """Values returned by any graph, subgraph or function."""
+        return frozenset(out for scope in self.scopes.values() for out in scope.outputs)
+
+    def reaches_output(self, value: str) -> bool:
+        """Whether ``value`` (or a view of it) is an output of its graph."""
+        outputs = self.graph_outputs
+        if value in outputs:
+            return True
+        return any(
+            out in outputs
+            for use, _ in self.view_chain_uses(value)
+            for out in self.nodes[use.node].outputs
+            if VIEW_OPS.get(self.nodes[use.node].op_type) == use.index
+        )
+
+    def scope_chain(self, scope: str) -> list[str]:
+        """The scope and its enclosing scopes up to a function body or the main graph."""
+        chain = [scope]
+        while True:
+            current = self.scopes[chain[-1]]
+            if current.owner is None:
+                return chain
+            chain.append(self.nodes[current.owner].scope)
+
+
+def to_networkx(model: ModelGraph) -> nx.MultiDiGraph:
+    """The graph of tensor reuse: ops, values and scopes as nodes; reads, writes, nesting as edges.
+
+    Node keys are prefixed (``op:``, ``value:``, ``scope:``) so ids from different kinds never
+    collide. Edge ``kind`` is ``reads`` (value -> op, with the input ``index``), ``writes``
+    (op -> value) or ``runs`` (op -> scope it runs); ``contains`` links a scope to its ops.
+    """
+    graph = nx.MultiDiGraph(name=model.path)
+    for scope in model.scopes.values():
+        graph.add_node(f"scope:{scope.id}", kind="scope", scope_kind=scope.kind, label=scope.id or "main")
+    for tensor in model.tensors.values():
+        graph.add_node(
+            f"value:{tensor.id}",
+            kind="tensor",
+            origin=tensor.origin,
+            dtype=tensor.dtype,
+            shape=",".join(map(str, tensor.shape)),
+            numel=tensor.numel,
+            nbytes=tensor.nbytes,
+            scope=tensor.scope,
+        )
+    for node in model.nodes.values():
+        graph.add_node(f"op:{node.id}", kind="op", op_type=node.op_type, domain=node.domain, scope=node.scope)
+        graph.add_edge(f"scope:{node.scope}", f"op:{node.id}", kind="contains")
+        for position, value in enumerate(node.inputs):
+            if value:
+                if f"value:{value}" not in graph:
+                    graph.add_node(f"value:{value}", kind="value")
+                graph.add_edge(f"value:{value}", f"op:{node.id}", kind="reads", index=position)
+        for value in node.outputs:
+            if value:
+                if f"value:{value}" not in graph:
+                    graph.add_node(f"value:{value}", kind="value")
+                graph.add_edge(f"op:{node.id}", f"value:{value}", kind="writes")
+        for scope in node.invokes:
+            graph.add_edge(f"op:{node.id}", f"scope:{scope}", kind="runs")
+    return graph
+
+
+CHUNK_BYTES = 16 << 20
+
+
+def iter_tensor_bytes(tensor: TensorInfo, chunk: int = CHUNK_BYTES) -> Iterator[memoryview]:
+    """A tensor's bytes in chunks, read with one reusable buffer so memory stays bounded.
+
+    External byte-aligned tensors are read straight from their file; everything else goes
+    through :meth:`TensorInfo.read` (inline data is in memory already).
+    """
+    ref = tensor.external
+    if ref is not None and tensor.nnz is None and tensor.dtype not in PACKED_DTYPES:
+        buffer = bytearray(min(chunk, max(ref.length, 1)))
+        view = memoryview(buffer)
+        with open(ref.path, "rb", buffering=0) as handle:
+            handle.seek(ref.offset)
+            left = ref.length
+            while left > 0:
+                got = handle.readinto(view[: min(left, len(buffer))])
+                if not got:
+                    raise OSError(f"{ref.path}: unexpected end of file")
+                left -= got
+                yield view[:got]
+        return
+    data = np.ascontiguousarray(tensor.read())
+    flat = memoryview(data.reshape(-1).view(np.uint8))
+    for start in range(0, len(flat), chunk):
+        yield flat[start : start + chunk]
+

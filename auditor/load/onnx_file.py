@@ -1,0 +1,384 @@
+"""ONNX file -> ModelGraph: metadata first, tensor bytes only on demand.
+
+Why the onnx package (protobuf) with our own external-data handling rather than onnx_ir: the
+model protobuf is parsed with ``load_external_data=False`` (small even for a 100 GB model), and
+every external-data location is validated here *before* any byte is touched: it must resolve
+inside the model's folder (no ``..``, no absolute path, no symlink out) and its range must fit
+in the file. Bytes are then memory-mapped per tensor with numpy. onnx_ir memory-maps too, but
+resolves locations itself; for untrusted files we want that check in one place we own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from auditor.errors import AuditError
+from auditor.graph import PACKED_DTYPES, ExternalRef, ModelGraph, OpNode, Scope, TensorInfo
+
+try:  # protobuf raises its own DecodeError on a corrupt or truncated file
+    from google.protobuf.message import DecodeError
+except ImportError:  # pragma: no cover - protobuf always comes with onnx
+    DecodeError = ValueError  # type: ignore[misc,assignment]
+
+import onnx
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
+
+_BITS = {
+    "FLOAT": 32, "UINT8": 8, "INT8": 8, "UINT16": 16, "INT16": 16, "INT32": 32, "INT64": 64,
+    "BOOL": 8, "FLOAT16": 16, "DOUBLE": 64, "UINT32": 32, "UINT64": 64, "COMPLEX64": 64,
+    "COMPLEX128": 128, "BFLOAT16": 16, "FLOAT8E4M3FN": 8, "FLOAT8E4M3FNUZ": 8, "FLOAT8E5M2": 8,
+    "FLOAT8E5M2FNUZ": 8, "UINT4": 4, "INT4": 4, "FLOAT4E2M1": 4, "FLOAT8E8M0": 8, "UINT2": 2,
+    "INT2": 2, "FLOAT6E2M3": 6, "FLOAT6E3M2": 6,
+}  # fmt: skip
+
+# Subgraph ops whose bodies run a number of times the auditor tries to know statically.
+_LOOP_OPS = {"Loop", "Scan"}
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        name = TensorProto.DataType.Name(elem_type)
+        return {"FLOAT": "float32", "DOUBLE": "float64"}.get(name, name.lower())
+    except ValueError:
+        return f"type{elem_type}"
+
+
+def _nbytes(elem_type: int, numel: int) -> int:
+    """Stored bytes; sub-byte types (int4, int2...) are packed and rounded up to whole bytes."""
+    bits = _BITS.get(TensorProto.DataType.Name(elem_type)) if elem_type in TensorProto.DataType.values() else None
+    if bits is None:  # strings and unknown types: no fixed size
+        return 0
+    return (numel * bits + 7) // 8
+
+
+class _ExternalResolver:
+    """Validates external-data locations against the model's folder, once per file."""
+
+    def __init__(self, model_path: Path) -> None:
+        self.base = model_path.parent.resolve()
+        self._sizes: dict[str, int] = {}
+
+    def ref(self, tensor: TensorProto, expected_bytes: int) -> ExternalRef:
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        if not location:
+            raise AuditError("external-data-invalid", f"tensor '{tensor.name}' has external data with no location")
+        pure = Path(location.replace("\\", "/"))
+        if pure.is_absolute() or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
+            raise AuditError(
+                "external-data-outside",
+                f"tensor '{tensor.name}': external data location '{location}' is an absolute path; "
+                "only files inside the model's folder are read",
+            )
+        if ".." in pure.parts:
+            raise AuditError(
+                "external-data-outside",
+                f"tensor '{tensor.name}': external data location '{location}' leaves the model's folder",
+            )
+        target = (self.base / pure).resolve()
+        if target != self.base and self.base not in target.parents:
+            raise AuditError(
+                "external-data-outside",
+                f"tensor '{tensor.name}': external data location '{location}' resolves outside the "
+                "model's folder (symlink)",
+            )
+        key = str(target)
+        if key not in self._sizes:
+            if not target.is_file():
+                raise AuditError(
+                    "external-data-missing",
+                    f"tensor '{tensor.name}': external data file '{location}' not found next to the model",
+                )
+            self._sizes[key] = target.stat().st_size
+        size = self._sizes[key]
+        try:
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else size - offset
+        except ValueError as exc:
+            raise AuditError("external-data-invalid", f"tensor '{tensor.name}': bad offset/length ({exc})") from None
+        if offset < 0 or length < 0 or offset + length > size:
+            raise AuditError(
+                "external-data-truncated",
+                f"tensor '{tensor.name}': external data range {offset}+{length} lies beyond the end of "
+                f"'{location}' ({size} bytes)",
+            )
+        if length != expected_bytes:
+            raise AuditError(
+                "external-data-invalid",
+                f"tensor '{tensor.name}': external data holds {length} bytes, its shape needs {expected_bytes}",
+            )
+        return ExternalRef(key, offset, length)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self._sizes.values())
+
+
+def _external_reader(tensor: TensorProto, ref: ExternalRef) -> Callable[[], np.ndarray]:
+    elem_type, shape = tensor.data_type, tuple(tensor.dims)
+    np_dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    packed = _dtype_name(elem_type) in PACKED_DTYPES
+    name = tensor.name
+
+    def read() -> np.ndarray:
+        if ref.length == 0:
+            return np.zeros(shape, dtype=np_dtype)
+        if not packed:
+            return np.memmap(ref.path, dtype=np_dtype, mode="r", offset=ref.offset, shape=shape)
+        with open(ref.path, "rb") as handle:  # packed sub-byte types: unpack through onnx
+            handle.seek(ref.offset)
+            raw = handle.read(ref.length)
+        proto = helper.make_tensor(name, elem_type, shape, raw, raw=True)
+        return numpy_helper.to_array(proto)
+
+    return read
+
+
+def _inline_reader(tensor: TensorProto) -> Callable[[], np.ndarray]:
+    return lambda: numpy_helper.to_array(tensor)
+
+
+class _Builder:
+    """Walks a ModelProto: main graph, subgraphs to any depth, and model-local functions."""
+
+    def __init__(self, model: onnx.ModelProto, path: Path) -> None:
+        self.model = model
+        self.path = path
+        self.external = _ExternalResolver(path)
+        self.tensors: dict[str, TensorInfo] = {}
+        self.nodes: dict[str, OpNode] = {}
+        self.scopes: dict[str, Scope] = {}
+        self.value_shapes: dict[str, tuple[int | None, ...]] = {}
+        self.functions = {(f.domain, f.name): f"fn:{f.domain}:{f.name}" for f in model.functions}
+
+    # -- tensors ------------------------------------------------------------------------------
+
+    def _dense(self, tensor: TensorProto, value_id: str, scope: str, origin: str) -> TensorInfo:
+        shape = tuple(int(d) for d in tensor.dims)
+        if any(d < 0 for d in shape):
+            raise AuditError("invalid-model", f"tensor '{tensor.name}' has a negative dimension")
+        numel = math.prod(shape)
+        nbytes = _nbytes(tensor.data_type, numel)
+        external = None
+        if tensor.data_location == TensorProto.EXTERNAL:
+            external = self.external.ref(tensor, nbytes)
+            reader = _external_reader(tensor, external)
+        else:
+            reader = _inline_reader(tensor)
+        return TensorInfo(
+            id=value_id, name=tensor.name, scope=scope, origin=origin, dtype=_dtype_name(tensor.data_type),
+            shape=shape, nbytes=nbytes, external=external, reader=reader,
+        )  # fmt: skip
+
+    def _sparse(self, sparse: onnx.SparseTensorProto, value_id: str, scope: str) -> TensorInfo:
+        values = self._dense(sparse.values, value_id, scope, "sparse_initializer")
+        indices = self._dense(sparse.indices, value_id, scope, "sparse_initializer")
+        shape = tuple(int(d) for d in sparse.dims)
+
+        def read() -> np.ndarray:
+            dense = np.zeros(math.prod(shape), dtype=values.read().dtype)
+            flat_index = indices.read().astype(np.int64)
+            if flat_index.ndim == 2:  # [nnz, rank] coordinates
+                flat_index = np.ravel_multi_index(tuple(flat_index.T), shape)
+            dense[flat_index.reshape(-1)] = values.read().reshape(-1)
+            return dense.reshape(shape)
+
+        return TensorInfo(
+            id=value_id, name=sparse.values.name, scope=scope, origin="sparse_initializer",
+            dtype=values.dtype, shape=shape, nbytes=values.nbytes + indices.nbytes,
+            nnz=values.numel, reader=read,
+        )  # fmt: skip
+
+    def _constant(self, node: onnx.NodeProto, value_id: str, scope: str) -> TensorInfo | None:
+        for attr in node.attribute:
+            if attr.name == "value":
+                return replace(self._dense(attr.t, value_id, scope, "constant"), name=node.output[0])
+            if attr.name == "sparse_value":
+                return replace(self._sparse(attr.sparse_tensor, value_id, scope), name=node.output[0], origin="constant")
+            listed = {
+                "value_float": (np.float32, [attr.f]),
+                "value_floats": (np.float32, list(attr.floats)),
+                "value_int": (np.int64, [attr.i]),
+                "value_ints": (np.int64, list(attr.ints)),
+            }.get(attr.name)
+            if listed is not None:
+                dtype, items = listed
+                array = np.asarray(items, dtype=dtype)
+                if attr.name in ("value_float", "value_int"):
+                    array = array.reshape(())
+                return TensorInfo(
+                    id=value_id, name=node.output[0], scope=scope, origin="constant",
+                    dtype=array.dtype.name, shape=array.shape, nbytes=array.nbytes,
+                    reader=lambda array=array: array,
+                )  # fmt: skip
+        return None  # string constants carry no parameters
+
+    # -- graphs -------------------------------------------------------------------------------
+
+    def walk(self) -> ModelGraph:
+        graph = self.model.graph
+        for function in self.model.functions:
+            self._function(function)
+        main = self._graph(graph, scope="", kind="main", owner=None, attr=None, outer={})
+        initializer_names = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
+        inputs = tuple(v for v, proto in zip(main.inputs, graph.input) if proto.name not in initializer_names)
+        return ModelGraph(
+            path=str(self.path),
+            file_size=self.path.stat().st_size,
+            producer=self.model.producer_name,
+            producer_version=self.model.producer_version,
+            ir_version=self.model.ir_version,
+            opsets={(o.domain or "ai.onnx"): o.version for o in self.model.opset_import},
+            tensors=self.tensors,
+            nodes=self.nodes,
+            scopes=self.scopes,
+            inputs=inputs,
+            outputs=main.outputs,
+            value_shapes=self.value_shapes,
+            external_data_bytes=self.external.total_bytes,
+        )
+
+    def _value_id(self, scope: str, name: str) -> str:
+        return f"{scope}/{name}" if scope else name
+
+    def _record_shapes(self, values: Iterable[onnx.ValueInfoProto], scope: str) -> None:
+        for value in values:
+            tensor_type = value.type.tensor_type
+            if tensor_type.HasField("shape"):
+                dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
+                self.value_shapes[self._value_id(scope, value.name)] = dims
+
+    def _graph(
+        self,
+        graph: onnx.GraphProto,
+        scope: str,
+        kind: str,
+        owner: str | None,
+        attr: str | None,
+        outer: dict[str, str],
+    ) -> Scope:
+        if len(self.scopes) > 100_000:
+            raise AuditError("invalid-model", "more than 100000 nested graphs; refusing to walk further")
+        names = dict(outer)  # names visible here: outer scope first, shadowed by local definitions
+
+        def define(name: str) -> str:
+            names[name] = self._value_id(scope, name)
+            return names[name]
+
+        inputs = tuple(define(v.name) for v in graph.input)
+        for tensor in graph.initializer:
+            value_id = define(tensor.name)
+            self.tensors[value_id] = self._dense(tensor, value_id, scope, "initializer")
+        for sparse in graph.sparse_initializer:
+            value_id = define(sparse.values.name)
+            self.tensors[value_id] = self._sparse(sparse, value_id, scope)
+        for node in graph.node:
+            for out in node.output:
+                if out:
+                    define(out)
+        self._record_shapes(list(graph.input) + list(graph.value_info) + list(graph.output), scope)
+
+        self.scopes[scope] = Scope(scope, kind, owner, attr, inputs, ())
+        for position, node in enumerate(graph.node):
+            self._node(node, position, scope, names)
+        outputs = tuple(self._resolve(v.name, names, scope) for v in graph.output)
+        self.scopes[scope] = Scope(scope, kind, owner, attr, inputs, outputs)
+        return self.scopes[scope]
+
+    def _resolve(self, name: str, names: dict[str, str], scope: str) -> str:
+        if not name:
+            return ""
+        try:
+            return names[name]
+        except KeyError:
+            where = f" in {scope}" if scope else ""
+            raise AuditError(
+                "invalid-model", f"value '{name}'{where} is used but never defined (truncated or invalid model)"
+            ) from None
+
+    def _node(self, node: onnx.NodeProto, position: int, scope: str, names: dict[str, str]) -> None:
+        base = node.name or f"{node.op_type}_{position}"
+        node_id = self._value_id(scope, base)
+        while node_id in self.nodes:  # names are not required to be unique
+            base += "_"
+            node_id = self._value_id(scope, base)
+        attrs: dict[str, object] = {}
+        invokes: list[str] = []
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                sub_scope = f"{node_id}.{attr.name}"
+                self._graph(attr.g, sub_scope, "subgraph", node_id, attr.name, names)
+                invokes.append(sub_scope)
+            elif attr.type == AttributeProto.GRAPHS:
+                for i, sub in enumerate(attr.graphs):
+                    sub_scope = f"{node_id}.{attr.name}[{i}]"
+                    self._graph(sub, sub_scope, "subgraph", node_id, attr.name, names)
+                    invokes.append(sub_scope)
+            elif attr.type == AttributeProto.TENSOR and math.prod(attr.t.dims) <= 16:
+                attrs[attr.name] = numpy_helper.to_array(attr.t) if attr.t.data_location != TensorProto.EXTERNAL else None
+            elif attr.type in (AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.STRING,
+                               AttributeProto.INTS, AttributeProto.FLOATS):  # fmt: skip
+                value = helper.get_attribute_value(attr)
+                attrs[attr.name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        function = self.functions.get((node.domain, node.op_type))
+        if function is not None:
+            invokes.append(function)
+        op = OpNode(
+            id=node_id,
+            op_type=node.op_type,
+            domain=node.domain,
+            scope=scope,
+            inputs=tuple(self._resolve(name, names, scope) for name in node.input),
+            outputs=tuple(names[out] if out else "" for out in node.output),
+            attrs=attrs,
+            invokes=tuple(invokes),
+        )
+        self.nodes[node_id] = op
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            info = self._constant(node, op.outputs[0], scope)
+            if info is not None:
+                self.tensors[info.id] = info
+
+    def _function(self, function: onnx.FunctionProto) -> None:
+        scope = self.functions[(function.domain, function.name)]
+        names: dict[str, str] = {}
+        inputs = tuple(names.setdefault(name, self._value_id(scope, name)) for name in function.input)
+        for node in function.node:
+            for out in node.output:
+                if out:
+                    names[out] = self._value_id(scope, out)
+        for attr_name in function.attribute:
+            names.setdefault(attr_name, self._value_id(scope, attr_name))
+        self.scopes[scope] = Scope(scope, "function", None, None, inputs, ())
+        for position, node in enumerate(function.node):
+            self._node(node, position, scope, names)
+        outputs = tuple(self._resolve(name, names, scope) for name in function.output)
+        self.scopes[scope] = Scope(scope, "function", None, None, inputs, outputs)
+
+
+def load_onnx(path: str | os.PathLike[str]) -> ModelGraph:
+    """Parse an ONNX file into a ModelGraph without loading external tensor data."""
+    model_path = Path(path)
+    if not model_path.exists():
+        raise AuditError("file-not-found", f"no such file: {model_path}")
+    if not model_path.is_file():
+        raise AuditError("not-a-file", f"not a regular file: {model_path}")
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except DecodeError as exc:
+        raise AuditError("not-onnx", f"{model_path} is not a readable ONNX model (truncated or corrupt: {exc})") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise AuditError("not-onnx", f"{model_path} is not a readable ONNX model ({exc})") from None
+    # Protobuf accepts many non-ONNX byte strings as an (odd) message; a real model has these.
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise AuditError("not-onnx", f"{model_path} is not an ONNX model (no ir_version, graph or opset)")
+    try:
+        return _Builder(model, model_path).walk()
+    except RecursionError:
+        raise AuditError("invalid-model", f"{model_path}: subgraphs nested too deeply to walk") from None

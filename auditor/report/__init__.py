@@ -1,0 +1,1 @@
+"""The report model every renderer reads, and the renderers (JSON, HTML, terminal)."""

@@ -1,0 +1,44 @@
+"""What every renderer reads: the analyses' results and the findings, as plain frozen data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from auditor.analyses.copies import CopyGroup
+from auditor.analyses.counts import Counts
+from auditor.analyses.sharing import SharedTensor
+from auditor.analyses.usage import LoopInfo
+from auditor.findings import Finding
+
+@dataclass(frozen=True)
+class ModelSummary:
+    path: str
+    file_size: int
+    producer: str
+    producer_version: str
+    ir_version: int
+    opsets: Mapping[str, int]
+    external_data_bytes: int
+    nodes: int
+    stored_tensors: int
+    subgraphs: int
+    functions: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """One model's audit."""
+
+    model: ModelSummary
+    counts: Counts
+    shared: tuple[SharedTensor, ...]
+    duplicates: tuple[CopyGroup, ...]
+    loops: tuple[LoopInfo, ...]
+    findings: tuple[Finding, ...]
+    shareable: tuple[Any, ...] = ()
+    repeated_blocks: tuple[Any, ...] = ()
+
+    @property
+    def worst_severity(self) -> str | None:
+        return max(self.findings, key=lambda f: f.rank).severity if self.findings else None
