@@ -19,7 +19,7 @@ from auditor.report.model import ModelSummary, Report
 Progress = Callable[[int], None]
 
 
-def analyse(model: ModelGraph, progress: Progress | None = None) -> Report:
+def analyse(model: ModelGraph, near: float | None = None, progress: Progress | None = None) -> Report:
     """Run every analysis on a loaded model."""
     params = parameter_tensors(model)
     loop_table = loops(model)
@@ -49,6 +49,14 @@ def analyse(model: ModelGraph, progress: Progress | None = None) -> Report:
     )
 
 
-def audit(path: str | os.PathLike[str], progress: Progress | None = None) -> Report:
+def audit_with_graph(
+    path: str | os.PathLike[str], near: float | None = None, progress: Progress | None = None
+) -> tuple[Report, ModelGraph]:
+    """Audit one ONNX file; also return the loaded graph (for GraphML export)."""
+    model = load_onnx(path)
+    return analyse(model, near=near, progress=progress), model
+
+
+def audit(path: str | os.PathLike[str], near: float | None = None, progress: Progress | None = None) -> Report:
     """Audit one ONNX file."""
-    return analyse(load_onnx(path), progress)
+    return audit_with_graph(path, near=near, progress=progress)[0]

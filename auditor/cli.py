@@ -1,0 +1,134 @@
+"""Command line: ``audit MODEL [--html PATH] [--json PATH] [--graphml PATH] ...``.
+
+Exit codes: 0 audited; 1 audited and a finding at or above ``--fail-on``; 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from auditor import __version__
+from auditor.errors import AuditError
+from auditor.findings import SEVERITIES
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2 (argparse's own convention)
+        raise AuditError("usage", message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="audit", description="Audit an ONNX model: honest parameter counts, sharing, copies.")
+    parser.add_argument("model", help="path to an .onnx file")
+    parser.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
+    parser.add_argument("--json", metavar="PATH", help="write the JSON report (schema_version 1)")
+    parser.add_argument("--graphml", metavar="PATH", help="write the graph of tensor reuse as GraphML")
+    parser.add_argument("--near", metavar="TOL", type=float, default=None,
+                        help="relative distance under which tensors count as near-duplicates (default 0.01)")
+    parser.add_argument("--fail-on", choices=[*SEVERITIES, "never"], default="error",
+                        help="exit 1 when a finding has this severity or worse (default: error)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no terminal summary, no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"auditor {__version__}")
+    return parser
+
+
+def _check_outputs(args: argparse.Namespace) -> list[Path]:
+    outputs = [Path(p) for p in (args.html, args.json, args.graphml) if p]
+    model = Path(args.model).resolve()
+    seen: set[Path] = set()
+    for out in outputs:
+        resolved = out.resolve()
+        if resolved == model:
+            raise AuditError("output-is-input", f"refusing to write a report over the model itself: {out}")
+        if resolved in seen:
+            raise AuditError("usage", f"two reports would be written to the same file: {out}")
+        seen.add(resolved)
+        if out.exists() and not args.force:
+            raise AuditError("output-exists", f"{out} exists; pass --force to overwrite it")
+        if not out.parent.resolve().is_dir():
+            raise AuditError("output-dir-missing", f"folder for {out} does not exist")
+    return outputs
+
+
+def _write(path: str, text: str) -> None:
+    """Write atomically: a crash never leaves a half-written report over an old one."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    _check_outputs(args)
+    from auditor.audit import audit_with_graph  # imported late: keeps `audit --help` fast
+    from auditor.progress import progress_bar
+
+    with progress_bar(enabled=not args.quiet) as progress:
+        report, model = audit_with_graph(args.model, near=args.near, progress=progress)
+    if args.json:
+        from auditor.report.json_report import render_json
+
+        _write(args.json, render_json(report))
+    if args.html:
+        from auditor.report.html import render_html
+
+        _write(args.html, render_html(report))
+    if args.graphml:
+        import networkx as nx
+
+        from auditor.graph import to_networkx
+
+        _write(args.graphml, "\n".join(nx.generate_graphml(to_networkx(model))))
+    if not args.quiet:
+        from auditor.report.terminal import render_terminal
+
+        sys.stdout.write(render_terminal(report))
+        for label, path in (("HTML", args.html), ("JSON", args.json), ("GraphML", args.graphml)):
+            if path:
+                sys.stdout.write(f"{label} report: {Path(path).resolve()}\n")
+    if args.fail_on != "never":
+        threshold = SEVERITIES.index(args.fail_on)
+        if any(f.rank >= threshold for f in report.findings):
+            return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``audit`` command."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        return run(argv)
+    except AuditError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"audit: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("audit: interrupted\n")
+        return 130
+    except (OSError, MemoryError) as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"audit: error: {exc}\n")
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

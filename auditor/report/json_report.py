@@ -1,0 +1,64 @@
+"""JSON renderer: the report model as a versioned document (schema: auditor/report/report.schema.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from auditor.report.model import Report
+
+SCHEMA_VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    """The JSON document for one report (plain dicts and lists)."""
+    counts = report.counts
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": _plain(report.model),
+        "counts": {
+            "stored_params": counts.stored_params,
+            "stored_bytes": counts.stored_bytes,
+            "unique_params": counts.unique_params,
+            "unique_bytes": counts.unique_bytes,
+            "applied_params": counts.applied_params,
+            "applied_params_lower_bound": counts.applied_params_lower_bound,
+            "embedding_params": counts.embedding_params,
+            "unused_params": counts.unused_params,
+            "generated_params": counts.generated_params,
+            "parameter_tensors": counts.parameter_tensors,
+            "by_dtype": _plain(counts.by_dtype),
+        },
+        "shared": [
+            {"tensor": s.tensor, "params": s.numel, "uses": s.uses, "applications": s.applications,
+             "consumers": list(s.consumers)}  # fmt: skip
+            for s in report.shared
+        ],
+        "duplicates": [
+            {k: v for k, v in _plain(group).items() if k != "scale" or v is not None} for group in report.duplicates
+        ],
+        "shareable": _plain(report.shareable),
+        "repeated_blocks": _plain(report.repeated_blocks),
+        "loops": _plain(report.loops),
+        "findings": [
+            {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": _plain(f.evidence)}
+            for f in report.findings
+        ],
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report_dict(report), indent=2) + "\n"
