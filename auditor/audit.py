@@ -3,29 +3,66 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections import Counter
+from typing import Callable, Sequence
 
-from auditor.analyses.copies import group_copies, identical_edges
+from auditor.analyses.blocks import describe_families, find_block_families
+from auditor.analyses.copies import digest_edges, group_copies
 from auditor.analyses.counts import count_parameters
 from auditor.analyses.embeddings import embedding_tables
+from auditor.analyses.fingerprint import fingerprint_all, fingerprint_array
+from auditor.analyses.generated import generated_parameters
+from auditor.analyses.near import DEFAULT_TOLERANCE, near_duplicates
 from auditor.analyses.parameters import parameter_tensors
 from auditor.analyses.sharing import shared_tensors
+from auditor.analyses.transforms import dequantized_weights, transformed_edges
 from auditor.analyses.usage import count_applications, loops
 from auditor.findings import evaluate
-from auditor.graph import ModelGraph
+from auditor.graph import ModelGraph, TensorInfo
 from auditor.load.onnx_file import load_onnx
 from auditor.report.model import ModelSummary, Report
 
 Progress = Callable[[int], None]
 
 
+def _with_possible_partner(params: Sequence[TensorInfo], extra_sizes: Sequence[int]) -> list[TensorInfo]:
+    """Tensors that could be a copy or near-duplicate of another: some other tensor (or
+    dequantized weight) has as many elements. The rest are never read."""
+    sizes = Counter(t.numel for t in params if t.nnz is None)
+    sizes.update(extra_sizes)
+    return [t for t in params if t.nnz is None and sizes[t.numel] >= 2 and t.numel > 0]
+
+
 def analyse(model: ModelGraph, near: float | None = None, progress: Progress | None = None) -> Report:
     """Run every analysis on a loaded model."""
+    tolerance = DEFAULT_TOLERANCE if near is None else near
     params = parameter_tensors(model)
     loop_table = loops(model)
     applications = {t.id: count_applications(model, t.id, loop_table) for t in params}
-    duplicates = group_copies(params, identical_edges(params, progress))
-    counts = count_parameters(model, params, duplicates, applications, embedding_tables(model, params))
+
+    families = find_block_families(model, params)
+    dequantized = dequantized_weights(model, params)
+    lockstep_ids = [[block[t] for block in f.blocks] for f in families for t in range(len(f.blocks[0]))]
+    in_lockstep = {tid for group in lockstep_ids for tid in group}
+    by_id = {t.id: t for t in params}
+    readable = _with_possible_partner(params, [d.values.size for d in dequantized])
+    prints, dots = fingerprint_all(
+        [t for t in readable if t.id not in in_lockstep],
+        [[by_id[tid] for tid in group] for group in lockstep_ids],
+        progress,
+    )
+    dequantized_prints = {d.source: fingerprint_array(d.source, d.values) for d in dequantized}
+
+    edges = digest_edges(params, {tid: fp.digest for tid, fp in prints.items()})
+    edges += transformed_edges(params, prints, edges, dequantized, dequantized_prints)
+    duplicates = group_copies(params, edges)
+    copy_head = {member: group.tensors[0] for group in duplicates for member in group.tensors}
+
+    counts = count_parameters(
+        model, params, duplicates, applications, embedding_tables(model, params), generated_parameters(model)
+    )
+    shareable = near_duplicates(params, prints, tolerance, copy_head)
+    repeated = describe_families(families, params, prints, dots, copy_head)
     summary = ModelSummary(
         path=model.path,
         file_size=model.file_size,
@@ -45,7 +82,9 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
         shared=shared_tensors(model, params, applications),
         duplicates=duplicates,
         loops=tuple(loop_table.values()),
-        findings=evaluate(counts, duplicates, tuple(loop_table.values())),
+        findings=evaluate(counts, duplicates, tuple(loop_table.values()), shareable, repeated),
+        shareable=shareable,
+        repeated_blocks=repeated,
     )
 
 

@@ -11,6 +11,8 @@ from typing import Any, Mapping, Sequence
 
 from auditor.analyses.copies import CopyGroup
 from auditor.analyses.counts import Counts
+from auditor.analyses.blocks import RepeatedBlocks
+from auditor.analyses.near import NearGroup
 from auditor.analyses.usage import LoopInfo
 
 SEVERITIES = ("info", "warning", "error")
@@ -55,6 +57,8 @@ def evaluate(
     counts: Counts,
     duplicates: Sequence[CopyGroup],
     loops: Sequence[LoopInfo],
+    shareable: Sequence[NearGroup] = (),
+    repeated: Sequence[RepeatedBlocks] = (),
 ) -> tuple[Finding, ...]:
     """All findings for one model, most severe first."""
     found: list[Finding] = []
@@ -132,6 +136,35 @@ def evaluate(
                 f"{human(counts.generated_params)} weight values are generated at run time (ConstantOfShape, "
                 "RandomNormal...) rather than stored: the stored parameter count understates the model.",
                 {"generated_params": counts.generated_params},
+            )
+        )
+    if shareable:
+        saved = sum(g.saved_params for g in shareable)
+        top = shareable[0]
+        found.append(
+            Finding(
+                "AUD107",
+                "shareable-near-duplicates",
+                "info",
+                f"{len(shareable)} group(s) of tensors hold nearly the same values (largest: {len(top.tensors)} tensors "
+                f"within {top.distance:.2%} relative distance); sharing them would save {human(saved)} parameters. "
+                "Sharing is not free compression: expect to fine-tune, and check quality.",
+                {"groups": len(shareable), "saved_params": saved, "saved_bytes": sum(g.saved_bytes for g in shareable)},
+            )
+        )
+    if repeated:
+        top_family = repeated[0]
+        found.append(
+            Finding(
+                "AUD108",
+                "repeated-blocks",
+                "info",
+                f"{len(top_family.blocks)} structurally identical blocks of {human(top_family.params_per_block)} "
+                f"parameters each have their own weights; one shared set (ALBERT-style) would save "
+                f"{human(top_family.saved_params_if_shared)} parameters, but their weights are "
+                f"{top_family.mean_distance:.0%} apart on average: sharing would mean retraining and likely quality loss.",
+                {"families": len(repeated), "blocks": len(top_family.blocks),
+                 "saved_params_if_shared": top_family.saved_params_if_shared, "mean_distance": top_family.mean_distance},
             )
         )
     found.sort(key=lambda f: (-f.rank, f.code))

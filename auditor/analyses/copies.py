@@ -8,14 +8,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
-
-import xxhash
+from typing import Iterable, Mapping, Sequence
 
 from auditor.graph import TensorInfo, iter_tensor_bytes
-
-Progress = Callable[[int], None]  # called with bytes processed
-
 
 @dataclass(frozen=True)
 class CopyEdge:
@@ -38,16 +33,6 @@ class CopyGroup:
     scale: float | None = None
 
 
-def content_hash(tensor: TensorInfo, progress: Progress | None = None) -> bytes:
-    """A fast non-cryptographic 128-bit hash of the bytes (equality is confirmed separately)."""
-    digest = xxhash.xxh3_128()
-    for chunk in iter_tensor_bytes(tensor):
-        digest.update(chunk)
-        if progress:
-            progress(len(chunk))
-    return digest.digest()
-
-
 def same_bytes(a: TensorInfo, b: TensorInfo) -> bool:
     """Byte-for-byte comparison, chunk by chunk."""
     if a.nbytes != b.nbytes:
@@ -67,33 +52,31 @@ def same_bytes(a: TensorInfo, b: TensorInfo) -> bool:
     return not pending and next(right, None) is None
 
 
-def identical_edges(tensors: Sequence[TensorInfo], progress: Progress | None = None) -> list[CopyEdge]:
-    """Identical copies: same dtype, shape and bytes. Only tensors with a (dtype, shape) partner
-    are hashed; equal hashes are confirmed byte by byte."""
-    buckets: dict[tuple[str, tuple[int, ...], bool], list[TensorInfo]] = defaultdict(list)
+def digest_edges(tensors: Sequence[TensorInfo], digests: Mapping[str, bytes]) -> list[CopyEdge]:
+    """Identical (same dtype and shape) and reshaped (same bytes, other shape) copies: equal
+    digests first, then confirmed byte by byte. Only tensors given a digest are considered (the
+    caller hashes just those with a possible partner)."""
+    buckets: dict[tuple[str, int, bytes], list[TensorInfo]] = defaultdict(list)
     for tensor in tensors:
-        buckets[(tensor.dtype, tensor.shape, tensor.nnz is None)].append(tensor)
-    edges: list[CopyEdge] = []
+        if tensor.id in digests and tensor.nnz is None:
+            buckets[(tensor.dtype, tensor.numel, digests[tensor.id])].append(tensor)
+    edges = []
     for members in buckets.values():
-        if len(members) < 2:
-            continue
-        by_hash: dict[bytes, list[TensorInfo]] = defaultdict(list)
+        kept: list[TensorInfo] = []
         for tensor in members:
-            by_hash[content_hash(tensor, progress)].append(tensor)
-        for candidates in by_hash.values():
-            kept: list[TensorInfo] = []
-            for tensor in candidates:
-                match = next((k for k in kept if same_bytes(k, tensor)), None)
-                if match is None:
-                    kept.append(tensor)
-                else:
-                    edges.append(CopyEdge(match.id, tensor.id, "identical"))
+            match = next((k for k in kept if same_bytes(k, tensor)), None)
+            if match is None:
+                kept.append(tensor)
+            else:
+                relation = "identical" if match.shape == tensor.shape else "reshaped"
+                edges.append(CopyEdge(match.id, tensor.id, relation))
     return edges
 
 
 def group_copies(tensors: Sequence[TensorInfo], edges: Iterable[CopyEdge]) -> tuple[CopyGroup, ...]:
-    """Merge copy edges into groups (union-find); the kept tensor is the first in file order."""
-    order = {t.id: i for i, t in enumerate(tensors)}
+    """Merge copy edges into groups (union-find). The kept tensor is the smallest in bytes (an
+    int8 weight rather than its float copy), then the first in file order."""
+    order = {t.id: (t.nbytes, i) for i, t in enumerate(tensors)}
     by_id = {t.id: t for t in tensors}
     parent: dict[str, str] = {}
 

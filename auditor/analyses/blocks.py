@@ -1,0 +1,200 @@
+"""Repeated blocks: structurally identical stretches of the op graph (a transformer's layers)
+with their own weights, lined up position by position.
+
+Each parameter is labelled by the Weisfeiler-Lehman hash (networkx) of the op that first
+applies it, plus its input slot, shape and dtype. In execution order these labels form a
+sequence; a block repeated k times is a stretch of period p repeated k times (a tandem repeat),
+found with one vectorised comparison per candidate period.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import networkx as nx
+import numpy as np
+
+from auditor.analyses.fingerprint import Fingerprint
+from auditor.graph import VIEW_OPS, ModelGraph, TensorInfo
+
+_MAX_FAMILIES = 8
+_WL_ITERATIONS = 2
+
+
+@dataclass(frozen=True)
+class BlockFamily:
+    """k blocks; ``blocks[j][t]`` is the tensor at position t of block j."""
+
+    blocks: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class PositionDistance:
+    position: int
+    tensor: str  # the tensor at this position in the first block
+    adjacent: tuple[float, ...]  # relative distance between blocks j and j+1
+
+
+@dataclass(frozen=True)
+class RepeatedBlocks:
+    """A family of repeated blocks and what sharing their weights would save."""
+
+    blocks: tuple[tuple[str, ...], ...]
+    params_per_block: int
+    bytes_per_block: int
+    saved_params_if_shared: int  # one set of weights for all blocks (ALBERT-style)
+    saved_bytes_if_shared: int
+    saved_params_if_pairs_shared: int  # adjacent blocks share in pairs
+    mean_distance: float
+    distances: tuple[PositionDistance, ...]
+
+
+def _op_labels(model: ModelGraph, params: Mapping[str, TensorInfo]) -> dict[str, str]:
+    graph = nx.DiGraph()
+    for node in model.nodes_by_scope.get("", ()):
+        weights = sorted(
+            f"{i}:{params[v].dtype}{list(params[v].shape)}" for i, v in enumerate(node.inputs) if v in params
+        )
+        attrs = ",".join(f"{k}={v}" for k, v in sorted(node.attrs.items()) if isinstance(v, (int, float, str, list)))
+        graph.add_node(node.id, label=f"{node.op_type}|{attrs}|{';'.join(weights)}")
+    for node in model.nodes_by_scope.get("", ()):
+        for value in node.inputs:
+            producer = model.producer_of.get(value)
+            if producer is not None and producer in graph:
+                graph.add_edge(producer, node.id)
+    with warnings.catch_warnings():  # networkx >= 3.5 warns that directed-graph hashes changed once
+        warnings.simplefilter("ignore", UserWarning)
+        hashes = nx.weisfeiler_lehman_subgraph_hashes(graph, node_attr="label", iterations=_WL_ITERATIONS, digest_size=8)
+    return {node: (h[-1] if h else graph.nodes[node]["label"]) for node, h in hashes.items()}
+
+
+def _source_parameter(model: ModelGraph, value: str, params: Mapping[str, TensorInfo]) -> str | None:
+    """The parameter a value is a view of (Transpose(W), Cast(W)...), if any."""
+    for _ in range(16):
+        if value in params:
+            return value
+        producer = model.producer_of.get(value)
+        if producer is None:
+            return None
+        node = model.nodes[producer]
+        slot = VIEW_OPS.get(node.op_type)
+        if slot is None or slot >= len(node.inputs):
+            return None
+        value = node.inputs[slot]
+    return None
+
+
+def _best_repeat(codes: np.ndarray, weights: np.ndarray, free: np.ndarray) -> tuple[int, int, int] | None:
+    """(start, period, count) of the tandem repeat saving most weight among free positions."""
+    n = len(codes)
+    best: tuple[float, int, int, int] | None = None
+    prefix = np.concatenate([[0.0], np.cumsum(weights)])
+    for period in range(1, n // 2 + 1):
+        same = (codes[:-period] == codes[period:]) & free[:-period] & free[period:]
+        if not same.any():
+            continue
+        padded = np.concatenate([[False], same, [False]])
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
+        for start, stop in zip(edges[::2], edges[1::2]):
+            length = stop - start
+            if length < period:
+                continue
+            count = (length + period) // period
+            saved = (prefix[start + period] - prefix[start]) * (count - 1)
+            if best is None or saved > best[0]:
+                best = (saved, int(start), period, count)
+    return None if best is None else best[1:]
+
+
+def find_block_families(model: ModelGraph, params: Sequence[TensorInfo]) -> tuple[BlockFamily, ...]:
+    """Families of repeated blocks in the main graph, each block a tuple of distinct tensors."""
+    by_id = {t.id: t for t in params}
+    if len(by_id) < 2:
+        return ()
+    labels = _op_labels(model, by_id)
+    sequence: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for node in model.nodes_by_scope.get("", ()):
+        if node.op_type in VIEW_OPS:
+            continue
+        for index, value in enumerate(node.inputs):
+            tensor = _source_parameter(model, value, by_id)
+            if tensor is not None and tensor not in seen:
+                seen.add(tensor)
+                t = by_id[tensor]
+                sequence.append((tensor, f"{labels[node.id]}/{index}/{t.dtype}{list(t.shape)}"))
+    if len(sequence) < 2:
+        return ()
+    vocabulary: dict[str, int] = {}
+    codes = np.array([vocabulary.setdefault(label, len(vocabulary)) for _, label in sequence])
+    weights = np.array([by_id[t].numel for t, _ in sequence], dtype=np.float64)
+    free = np.ones(len(sequence), dtype=bool)
+    total = weights.sum()
+    families = []
+    for _ in range(_MAX_FAMILIES):
+        found = _best_repeat(codes, weights, free)
+        if found is None:
+            break
+        start, period, count = found
+        saved = weights[start : start + period].sum() * (count - 1)
+        if saved < 0.005 * total:
+            break
+        blocks = tuple(tuple(t for t, _ in sequence[start + j * period : start + (j + 1) * period]) for j in range(count))
+        families.append(BlockFamily(blocks))
+        free[start : start + period * count] = False
+    return tuple(families)
+
+
+def describe_families(
+    families: Sequence[BlockFamily],
+    params: Sequence[TensorInfo],
+    prints: Mapping[str, Fingerprint],
+    dots: Mapping[tuple[str, str], float],
+    copy_head: Mapping[str, str],
+) -> tuple[RepeatedBlocks, ...]:
+    """Savings and per-position distances of each family. Tensors already merged as copies of
+    the first block's tensor save nothing more; a family with nothing left to save is dropped."""
+    by_id = {t.id: t for t in params}
+    described = []
+    for family in families:
+        first = family.blocks[0]
+        saved_params = saved_bytes = 0
+        for block in family.blocks[1:]:
+            for base, other in zip(first, block):
+                if copy_head.get(other, other) != copy_head.get(base, base):
+                    saved_params += by_id[other].numel
+                    saved_bytes += by_id[other].nbytes
+        if saved_params == 0:
+            continue
+        positions = []
+        for t, tensor in enumerate(first):
+            adjacent = []
+            for j in range(len(family.blocks) - 1):
+                a, b = family.blocks[j][t], family.blocks[j + 1][t]
+                fa, fb = prints.get(a), prints.get(b)
+                if fa is None or fb is None or (a, b) not in dots:
+                    adjacent.append(math.nan)
+                    continue
+                squared = max(fa.sumsq + fb.sumsq - 2 * dots[(a, b)], 0.0)
+                scale = math.sqrt(max(fa.sumsq, fb.sumsq))
+                adjacent.append(math.sqrt(squared) / scale if scale else 0.0)
+            positions.append(PositionDistance(t, tensor, tuple(round(d, 6) for d in adjacent)))
+        finite = [d for p in positions for d in p.adjacent if not math.isnan(d)]
+        per_block = sum(by_id[t].numel for t in first)
+        described.append(
+            RepeatedBlocks(
+                blocks=family.blocks,
+                params_per_block=per_block,
+                bytes_per_block=sum(by_id[t].nbytes for t in first),
+                saved_params_if_shared=saved_params,
+                saved_bytes_if_shared=saved_bytes,
+                saved_params_if_pairs_shared=per_block * (len(family.blocks) // 2),
+                mean_distance=round(float(np.mean(finite)), 6) if finite else math.nan,
+                distances=tuple(positions),
+            )
+        )
+    described.sort(key=lambda r: -r.saved_params_if_shared)
+    return tuple(described)

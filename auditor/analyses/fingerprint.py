@@ -1,0 +1,196 @@
+"""One streaming pass over tensor values: hashes, order-free statistics and random sketches.
+
+Each tensor is read once, in chunks with bounded memory, and summarised by a Fingerprint:
+an xxh3-128 digest of its bytes (identical copies), order-free statistics (sum, sum of squares,
+min, max: transposed, scaled and cast copies share them up to a factor or rounding) and a
+16-number random projection of its values (near-duplicates: distances between sketches
+estimate distances between tensors). Tensors that must be compared element by element later
+(adjacent blocks of a repeated structure) are read in lockstep, so that comparison costs no
+second read. Work runs on a thread pool: hashing, file reads and numpy release the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import xxhash
+
+from auditor.graph import PACKED_DTYPES, TensorInfo
+
+SKETCH_DIM = 16
+_ROW = 256  # sketch rows: element i sits at column i % _ROW of row i // _ROW
+_CHUNK_ELEMENTS = 1 << 22
+_PROJECTION = (np.random.default_rng(20261126).standard_normal((_ROW, SKETCH_DIM)) / np.sqrt(SKETCH_DIM)).astype(
+    np.float32
+)
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A tensor's summary; statistics are over its values as float64 where it is a float tensor."""
+
+    tensor: str
+    dtype: str
+    numel: int
+    digest: bytes
+    total: float = 0.0
+    sumsq: float = 0.0
+    minimum: float = 0.0
+    maximum: float = 0.0
+    sketch: np.ndarray = field(default_factory=lambda: np.zeros(SKETCH_DIM), compare=False, repr=False)
+
+    @property
+    def norm(self) -> float:
+        return float(np.sqrt(self.sumsq))
+
+    @property
+    def rms(self) -> float:
+        return float(np.sqrt(self.sumsq / self.numel)) if self.numel else 0.0
+
+    @property
+    def peak_ratio(self) -> float:
+        """max|x| / rms: unchanged by scaling, transposing or casting the tensor."""
+        rms = self.rms
+        return max(abs(self.minimum), abs(self.maximum)) / rms if rms else 0.0
+
+
+def _row_signs(first_row: int, rows: int) -> np.ndarray:
+    index = np.arange(first_row, first_row + rows, dtype=np.uint64)
+    mixed = (index + np.uint64(0x632BE59BD9B4E019)) * np.uint64(0x9E3779B97F4A7C15)
+    return np.where((mixed >> np.uint64(63)) == 1, -1.0, 1.0).astype(np.float32)
+
+
+def value_chunks(tensor: TensorInfo, elements: int = _CHUNK_ELEMENTS) -> Iterator[tuple[memoryview, np.ndarray]]:
+    """(raw bytes, values) of consecutive chunks of ``elements`` elements, in storage order."""
+    ref = tensor.external
+    if ref is not None and tensor.nnz is None and tensor.dtype not in PACKED_DTYPES and tensor.numel:
+        itemsize = tensor.nbytes // tensor.numel
+        dtype = np.dtype(tensor.read().dtype)  # a memory map: reading its dtype touches no data
+        buffer = bytearray(min(elements, tensor.numel) * itemsize)
+        view = memoryview(buffer)
+        with open(ref.path, "rb", buffering=0) as handle:
+            handle.seek(ref.offset)
+            left = ref.length
+            while left > 0:
+                want = min(left, len(buffer))
+                got = 0
+                while got < want:
+                    n = handle.readinto(view[got:want])
+                    if not n:
+                        raise OSError(f"{ref.path}: unexpected end of file")
+                    got += n
+                left -= want
+                yield view[:want], np.frombuffer(buffer, dtype=dtype, count=want // itemsize)
+        return
+    values = np.ascontiguousarray(tensor.read()).reshape(-1)
+    raw = memoryview(values.view(np.uint8)) if values.dtype != object else memoryview(b"")
+    itemsize = values.dtype.itemsize
+    for start in range(0, max(values.size, 1), elements):
+        part = values[start : start + elements]
+        yield raw[start * itemsize : (start + part.size) * itemsize], part
+
+
+class _Accumulator:
+    def __init__(self, tensor: TensorInfo) -> None:
+        self.tensor = tensor
+        self.digest = xxhash.xxh3_128()
+        self.is_float = tensor.is_float
+        self.total = 0.0
+        self.sumsq = 0.0
+        self.minimum = np.inf
+        self.maximum = -np.inf
+        self.sketch = np.zeros(SKETCH_DIM, dtype=np.float64)
+        self.seen = 0
+
+    def add(self, raw: memoryview, values: np.ndarray) -> np.ndarray | None:
+        """Fold one chunk in; return it as float32 (for lockstep dot products) or None."""
+        self.digest.update(raw)
+        if not self.is_float or values.size == 0:
+            self.seen += values.size
+            return None
+        x = values if values.dtype == np.float32 else values.astype(np.float32)
+        self.total += float(x.sum(dtype=np.float64))
+        self.sumsq += float(np.dot(x, x))
+        self.minimum = min(self.minimum, float(x.min()))
+        self.maximum = max(self.maximum, float(x.max()))
+        # chunks start on row boundaries (chunk sizes are multiples of _ROW) except the tail
+        rows = -(-x.size // _ROW)
+        padded = x if x.size == rows * _ROW else np.concatenate([x, np.zeros(rows * _ROW - x.size, np.float32)])
+        projected = padded.reshape(rows, _ROW) @ _PROJECTION
+        self.sketch += _row_signs(self.seen // _ROW, rows) @ projected
+        self.seen += values.size
+        return x
+
+    def result(self) -> Fingerprint:
+        t = self.tensor
+        if not self.is_float or not self.seen:
+            return Fingerprint(t.id, t.dtype, t.numel, self.digest.digest())
+        return Fingerprint(
+            t.id, t.dtype, t.numel, self.digest.digest(), self.total, self.sumsq, self.minimum, self.maximum,
+            self.sketch.copy(),
+        )  # fmt: skip
+
+
+def _fingerprint_group(
+    group: Sequence[TensorInfo], progress: Progress | None
+) -> tuple[list[Fingerprint], dict[tuple[str, str], float]]:
+    """Fingerprint tensors of equal size in lockstep, with dot products of neighbours."""
+    accumulators = [_Accumulator(t) for t in group]
+    dots: dict[tuple[str, str], float] = {}
+    per_tensor = max(_ROW, (_CHUNK_ELEMENTS // max(len(group), 1)) // _ROW * _ROW)
+    streams = [value_chunks(t, per_tensor) for t in group]
+    while True:
+        chunks = [next(s, None) for s in streams]
+        if all(c is None for c in chunks):
+            break
+        previous: np.ndarray | None = None
+        for i, (acc, chunk) in enumerate(zip(accumulators, chunks)):
+            if chunk is None:
+                previous = None
+                continue
+            values = acc.add(*chunk)
+            if progress:
+                progress(len(chunk[0]))
+            if values is not None and previous is not None and i > 0 and values.size == previous.size:
+                key = (group[i - 1].id, group[i].id)
+                dots[key] = dots.get(key, 0.0) + float(np.dot(previous, values))
+            previous = values
+    return [a.result() for a in accumulators], dots
+
+
+def fingerprint_all(
+    singles: Sequence[TensorInfo],
+    lockstep: Sequence[Sequence[TensorInfo]] = (),
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> tuple[dict[str, Fingerprint], dict[tuple[str, str], float]]:
+    """Fingerprints of every tensor given; ``lockstep`` groups (equal sizes) also get the dot
+    products of consecutive members, ``dots[(a, b)] = sum(a * b)``."""
+    units: list[Sequence[TensorInfo]] = [list(g) for g in lockstep] + [[t] for t in singles]
+    units.sort(key=lambda u: -sum(t.nbytes for t in u))  # big first: better balance
+    workers = workers or min(2, os.cpu_count() or 1)
+    prints: dict[str, Fingerprint] = {}
+    dots: dict[tuple[str, str], float] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for found, pair_dots in pool.map(lambda u: _fingerprint_group(u, progress), units):
+            prints.update((f.tensor, f) for f in found)
+            dots.update(pair_dots)
+    return prints, dots
+
+
+def fingerprint_array(tensor_id: str, values: np.ndarray) -> Fingerprint:
+    """Fingerprint of values computed in memory (dequantized weights)."""
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    accumulator = _Accumulator(
+        TensorInfo(tensor_id, tensor_id, "", "computed", "float32", tuple(values.shape), flat.nbytes)
+    )
+    for start in range(0, flat.size, _CHUNK_ELEMENTS):
+        part = flat[start : start + _CHUNK_ELEMENTS]
+        accumulator.add(memoryview(part.view(np.uint8)), part)
+    return accumulator.result()

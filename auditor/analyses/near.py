@@ -1,0 +1,129 @@
+"""Shareable parameters: near-duplicate tensors (close values, different names).
+
+Sketches first: each float tensor's 16-number random projection is hashed with random
+hyperplanes (SimHash) into bands, so only tensors landing in a common bucket are compared,
+and the cost grows about linearly with the number of tensors. Candidates whose sketches are
+close are then measured exactly, streaming both tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from auditor.analyses.fingerprint import SKETCH_DIM, Fingerprint, value_chunks
+from auditor.graph import TensorInfo
+
+DEFAULT_TOLERANCE = 0.01
+_BANDS = 8
+_HYPERPLANES = np.random.default_rng(7).standard_normal((_BANDS * 24, SKETCH_DIM))
+
+
+@dataclass(frozen=True)
+class NearGroup:
+    """Tensors within the tolerance of the first; sharing them would save the others' storage."""
+
+    tensors: tuple[str, ...]
+    relation: str
+    distance: float  # largest relative Frobenius distance to the first tensor
+    cosine: float  # smallest cosine similarity to the first tensor
+    saved_params: int
+    saved_bytes: int
+
+
+def exact_distance(a: TensorInfo, b: TensorInfo) -> tuple[float, float]:
+    """(||a - b|| / max(||a||, ||b||), cosine) streaming both tensors in the same element order."""
+    diff = dot = norm_a = norm_b = 0.0
+    for (_, x), (_, y) in zip(value_chunks(a), value_chunks(b)):
+        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+        delta = x64 - y64
+        diff += float(delta @ delta)
+        dot += float(x64 @ y64)
+        norm_a += float(x64 @ x64)
+        norm_b += float(y64 @ y64)
+    scale = math.sqrt(max(norm_a, norm_b))
+    cosine = dot / math.sqrt(norm_a * norm_b) if norm_a and norm_b else 0.0
+    return (math.sqrt(diff) / scale if scale else 0.0), cosine
+
+
+def _bits_per_band(tolerance: float) -> int:
+    # sketches of tensors at relative distance d differ by an angle of about d (up to 3d for a
+    # 16-number sketch); keep each band's collision chance for such a pair above ~0.7
+    angle = min(max(3 * tolerance, 1e-4), 1.0)
+    return int(min(24, max(2, math.log(0.7) / math.log(1 - angle / math.pi))))
+
+
+def near_duplicates(
+    tensors: Sequence[TensorInfo],
+    prints: dict[str, Fingerprint],
+    tolerance: float = DEFAULT_TOLERANCE,
+    same_group: dict[str, str] | None = None,
+) -> tuple[NearGroup, ...]:
+    """Groups of float tensors of equal size within ``tolerance`` relative distance, excluding
+    pairs already known to be copies (``same_group`` maps tensor -> its copy group's head)."""
+    same_group = same_group or {}
+    by_id = {t.id: t for t in tensors}
+    bits = _bits_per_band(tolerance)
+    planes = _HYPERPLANES[: _BANDS * bits].reshape(_BANDS, bits, SKETCH_DIM)
+    weights = 1 << np.arange(bits, dtype=np.int64)
+    buckets: dict[tuple[int, int, int], list[str]] = defaultdict(list)
+    for tensor in tensors:
+        fp = prints.get(tensor.id)
+        if fp is None or not tensor.is_float or tensor.nnz is not None or fp.sumsq <= 0:
+            continue
+        unit = fp.sketch / (np.linalg.norm(fp.sketch) or 1.0)
+        signs = (planes @ unit > 0).astype(np.int64) @ weights
+        for band, code in enumerate(signs):
+            buckets[(tensor.numel, band, int(code))].append(tensor.id)
+    pairs: set[tuple[str, str]] = set()
+    for members in buckets.values():
+        for i, first in enumerate(members):
+            for second in members[i + 1 :]:
+                if same_group.get(first, first) != same_group.get(second, second):
+                    pairs.add((first, second))
+    order = {t.id: i for i, t in enumerate(tensors)}
+    parent: dict[str, str] = {}
+    measured: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def root(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for first, second in sorted(pairs, key=lambda p: (order[p[0]], order[p[1]])):
+        fa, fb = prints[first], prints[second]
+        sketch_distance = np.linalg.norm(fa.sketch - fb.sketch) / max(np.linalg.norm(fa.sketch), np.linalg.norm(fb.sketch))
+        if sketch_distance > 3 * tolerance + 1e-6:
+            continue
+        distance, cosine = exact_distance(by_id[first], by_id[second])
+        if distance <= tolerance:
+            measured[(first, second)] = (distance, cosine)
+            ra, rb = root(first), root(second)
+            if ra != rb:
+                parent[max(ra, rb, key=order.__getitem__)] = min(ra, rb, key=order.__getitem__)
+    members: dict[str, list[str]] = defaultdict(list)
+    for x in parent:
+        members[root(x)].append(x)
+    groups = []
+    for head, ids in members.items():
+        ids.sort(key=order.__getitem__)
+        stats = [measured.get((head, other)) or measured.get((other, head)) or exact_distance(by_id[head], by_id[other])
+                 for other in ids[1:]]  # fmt: skip
+        others = [by_id[i] for i in ids[1:]]
+        groups.append(
+            NearGroup(
+                tensors=tuple(ids),
+                relation="near",
+                distance=max(s[0] for s in stats),
+                cosine=min(s[1] for s in stats),
+                saved_params=sum(t.numel for t in others),
+                saved_bytes=sum(t.nbytes for t in others),
+            )
+        )
+    groups.sort(key=lambda g: (-g.saved_bytes, g.tensors))
+    return tuple(groups)

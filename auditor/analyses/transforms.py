@@ -1,0 +1,173 @@
+"""Copies that are not byte-identical: transposed, reshaped, cast, scaled and dequantized.
+
+Candidates come from fingerprints (order-free statistics agree, up to a factor or rounding),
+so no pair is compared unless its summaries match; every candidate is then confirmed on the
+values, in each layout that fits (same order, or an axis permutation).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from auditor.analyses.copies import CopyEdge
+from auditor.analyses.fingerprint import Fingerprint
+from auditor.graph import ModelGraph, TensorInfo
+
+_LOW_PRECISION = {"float16": 1e-3, "bfloat16": 8e-3, "float8e4m3fn": 0.07, "float8e5m2": 0.13}
+_MAX_PERMUTED_RANK = 4
+_SCALE_RTOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Dequantized:
+    """Float values of a quantized weight: ``values = (q - zero_point) * scale``."""
+
+    source: str  # the integer tensor
+    values: np.ndarray
+
+
+def _layouts(a: np.ndarray, shape: tuple[int, ...]) -> Iterator[tuple[np.ndarray, bool]]:
+    """Views of ``a`` with ``shape``: same element order (reshaped if the shape differs), then
+    each axis permutation whose shape fits. Yields (view, permuted)."""
+    if a.shape == shape or a.size == int(np.prod(shape)):
+        yield a.reshape(shape), False
+    if 1 < a.ndim <= _MAX_PERMUTED_RANK:
+        for perm in itertools.permutations(range(a.ndim)):
+            if perm != tuple(range(a.ndim)) and tuple(a.shape[p] for p in perm) == shape:
+                yield a.transpose(perm), True
+
+
+def _as_float(t: TensorInfo) -> np.ndarray:
+    return np.asarray(t.read(), dtype=np.float32) if t.dtype != "float64" else np.asarray(t.read())
+
+
+def _close(x: float, y: float, rtol: float) -> bool:
+    return abs(x - y) <= rtol * max(abs(x), abs(y), 1e-30)
+
+
+def _relate(a: TensorInfo, b: TensorInfo, fa: Fingerprint, fb: Fingerprint) -> CopyEdge | None:
+    """How ``b`` derives from ``a``, if it does: transposed, cast or scaled."""
+    if a.dtype != b.dtype:
+        low, high = (b, a) if b.dtype in _LOW_PRECISION else (a, b)
+        rtol = _LOW_PRECISION.get(low.dtype)
+        if rtol is None or high.dtype not in ("float32", "float64"):
+            return None
+        if not _close(fa.sumsq, fb.sumsq, 4 * rtol) or not _close(fa.peak_ratio, fb.peak_ratio, 4 * rtol):
+            return None
+        low_values = np.asarray(low.read())
+        high_values = np.asarray(high.read())
+        for view, _ in _layouts(high_values, low.shape):
+            if np.array_equal(view.astype(low_values.dtype), low_values):
+                return CopyEdge(high.id, low.id, "cast")
+        return None
+    if not _close(fa.peak_ratio, fb.peak_ratio, 1e-4):
+        return None
+    if fa.minimum == fb.minimum and fa.maximum == fb.maximum and _close(fa.sumsq, fb.sumsq, 1e-5):
+        values_a, values_b = _as_float(a), _as_float(b)
+        for view, permuted in _layouts(values_a, b.shape):
+            if permuted and np.array_equal(view, values_b):
+                return CopyEdge(a.id, b.id, "transposed")
+    if not fa.sumsq or not fb.sumsq:
+        return None
+    magnitude = float(np.sqrt(fb.sumsq / fa.sumsq))
+    for scale in (magnitude, -magnitude):
+        peak_a = fa.maximum if scale > 0 else fa.minimum
+        if abs(scale - 1.0) < 1e-6 or not _close(fb.maximum, scale * peak_a, 1e-4):
+            continue
+        values_a, values_b = _as_float(a), _as_float(b)
+        atol = 1e-6 * max(abs(fb.minimum), abs(fb.maximum))
+        for view, _ in _layouts(values_a, b.shape):
+            if np.allclose(values_b, scale * view, rtol=_SCALE_RTOL, atol=atol):
+                return CopyEdge(a.id, b.id, "scaled", scale=float(np.float32(scale)))
+    return None
+
+
+def _candidate_pairs(group: Sequence[Fingerprint], rtol: float) -> Iterator[tuple[Fingerprint, Fingerprint]]:
+    """Pairs whose scale-free peak ratio agrees within ``rtol``: a sort and a sweep, not all pairs."""
+    ordered = sorted(group, key=lambda f: f.peak_ratio)
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1 :]:
+            if second.peak_ratio > first.peak_ratio * (1 + rtol) + 1e-12:
+                break
+            yield first, second
+
+
+def transformed_edges(
+    tensors: Sequence[TensorInfo],
+    prints: dict[str, Fingerprint],
+    already: Sequence[CopyEdge] = (),
+    dequantized: Sequence[Dequantized] = (),
+    dequantized_prints: dict[str, Fingerprint] | None = None,
+) -> list[CopyEdge]:
+    """Transposed, cast and scaled copies among float tensors, and float copies of dequantized
+    weights. Pairs already linked by ``already`` are skipped."""
+    by_id = {t.id: t for t in tensors}
+    linked = {frozenset((e.source, e.copy)) for e in already}
+    buckets: dict[int, list[Fingerprint]] = defaultdict(list)
+    for tensor in tensors:
+        fp = prints.get(tensor.id)
+        if fp is not None and tensor.is_float and tensor.nnz is None and fp.sumsq > 0:
+            buckets[tensor.numel].append(fp)
+    edges: list[CopyEdge] = []
+    order = {t.id: i for i, t in enumerate(tensors)}
+    for group in buckets.values():
+        window = max([4 * _LOW_PRECISION.get(f.dtype, 0.0) for f in group] + [1e-4])
+        for first, second in _candidate_pairs(group, window):
+            a, b = sorted((by_id[first.tensor], by_id[second.tensor]), key=lambda t: order[t.id])
+            if frozenset((a.id, b.id)) in linked:
+                continue
+            edge = _relate(a, b, prints[a.id], prints[b.id])
+            if edge is not None:
+                edges.append(edge)
+                linked.add(frozenset((a.id, b.id)))
+    for source in dequantized:
+        fq = (dequantized_prints or {}).get(source.source)
+        if fq is None or fq.sumsq <= 0:
+            continue
+        for fp in buckets.get(source.values.size, ()):
+            if not (_close(fp.sumsq, fq.sumsq, 1e-3) and _close(fp.peak_ratio, fq.peak_ratio, 1e-3)):
+                continue
+            target = by_id[fp.tensor]
+            values = np.asarray(target.read(), dtype=np.float32)
+            atol = 1e-5 * max(abs(fq.minimum), abs(fq.maximum))
+            if any(np.allclose(values, view, rtol=1e-5, atol=atol) for view, _ in _layouts(source.values, target.shape)):
+                edges.append(CopyEdge(source.source, target.id, "dequantized"))
+    return edges
+
+
+def dequantized_weights(model: ModelGraph, params: Sequence[TensorInfo], max_elements: int = 1 << 26) -> list[Dequantized]:
+    """Float values of each stored quantized weight read by a DequantizeLinear with stored scale
+    and zero point (per tensor, per axis or blocked)."""
+    param_ids = {t.id for t in params}
+    found = []
+    for node in model.nodes.values():
+        if node.op_type != "DequantizeLinear" or len(node.inputs) < 2:
+            continue
+        q_id, scale_id = node.inputs[0], node.inputs[1]
+        zero_id = node.inputs[2] if len(node.inputs) > 2 else ""
+        if q_id not in param_ids or scale_id not in model.tensors or (zero_id and zero_id not in model.tensors):
+            continue
+        q = model.tensors[q_id]
+        if q.numel > max_elements:
+            continue
+        values = np.asarray(q.read()).astype(np.float32)
+        scale = np.asarray(model.tensors[scale_id].read(), dtype=np.float32)
+        zero = np.asarray(model.tensors[zero_id].read()).astype(np.float32) if zero_id else np.zeros_like(scale)
+        axis = int(node.attrs.get("axis", 1)) % max(values.ndim, 1)
+        block = int(node.attrs.get("block_size", 0) or 0)
+        if scale.size > 1:
+            if block:
+                scale, zero = np.repeat(scale, block, axis=axis), np.repeat(zero, block, axis=axis)
+                scale = scale.take(range(values.shape[axis]), axis=axis)
+                zero = zero.take(range(values.shape[axis]), axis=axis)
+            else:
+                shape = [1] * values.ndim
+                shape[axis] = scale.size
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+        found.append(Dequantized(q_id, (values - zero) * scale))
+    return found
