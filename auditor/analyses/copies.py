@@ -24,10 +24,10 @@ class CopyEdge:
 
 @dataclass(frozen=True)
 class CopyGroup:
-    """Tensors holding the same parameters; the first is kept, the others are waste."""
+    """Copies of the first tensor (the one kept) under one relation; the copies are waste."""
 
     tensors: tuple[str, ...]
-    relation: str  # identical | transposed | reshaped | cast | scaled | dequantized | mixed
+    relation: str  # identical | transposed | reshaped | cast | scaled | dequantized
     wasted_params: int
     wasted_bytes: int
     scale: float | None = None
@@ -92,27 +92,28 @@ def group_copies(tensors: Sequence[TensorInfo], edges: Iterable[CopyEdge]) -> tu
         a, b = root(edge.source), root(edge.copy)
         if a != b:
             parent[max(a, b, key=order.__getitem__)] = min(a, b, key=order.__getitem__)
-    members: dict[str, list[str]] = defaultdict(list)
-    for x in parent:
-        members[root(x)].append(x)
-    relations: dict[str, set[str]] = defaultdict(set)
-    scales: dict[str, float | None] = {}
+    head_of = {x: root(x) for x in parent}
+    # each copy is reported under the relation of an edge that brought it in (one to the head
+    # when there is one); copies of one head under one relation (and one scale) form an entry
+    relation_of: dict[str, CopyEdge] = {}
     for edge in edge_list:
-        relations[root(edge.source)].add(edge.relation)
-        if edge.scale is not None:
-            scales[root(edge.source)] = edge.scale
+        head = head_of[edge.source]
+        for member, other in ((edge.copy, edge.source), (edge.source, edge.copy)):
+            if member != head and (member not in relation_of or other == head):
+                relation_of[member] = edge
+    entries: dict[tuple[str, str, float | None], list[str]] = defaultdict(list)
+    for member, edge in relation_of.items():
+        entries[(head_of[member], edge.relation, edge.scale)].append(member)
     groups = []
-    for head, ids in members.items():
-        ids.sort(key=order.__getitem__)
-        copies = [by_id[i] for i in ids[1:]]
-        kinds = relations[head]
+    for (head, relation, scale), copies in entries.items():
+        copies.sort(key=order.__getitem__)
         groups.append(
             CopyGroup(
-                tensors=tuple(ids),
-                relation=next(iter(kinds)) if len(kinds) == 1 else "mixed",
-                wasted_params=sum(t.stored_elements for t in copies),
-                wasted_bytes=sum(t.nbytes for t in copies),
-                scale=scales.get(head) if kinds == {"scaled"} else None,
+                tensors=(head, *copies),
+                relation=relation,
+                wasted_params=sum(by_id[c].stored_elements for c in copies),
+                wasted_bytes=sum(by_id[c].nbytes for c in copies),
+                scale=scale,
             )
         )
     groups.sort(key=lambda g: (-g.wasted_bytes, g.tensors))

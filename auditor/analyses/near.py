@@ -64,7 +64,7 @@ def near_duplicates(
     same_group: dict[str, str] | None = None,
 ) -> tuple[NearGroup, ...]:
     """Groups of float tensors of equal size within ``tolerance`` relative distance, excluding
-    pairs already known to be copies (``same_group`` maps tensor -> its copy group's head)."""
+    stored copies (``same_group`` maps tensor -> its copy group's head, which stands for it)."""
     same_group = same_group or {}
     by_id = {t.id: t for t in tensors}
     bits = _bits_per_band(tolerance)
@@ -75,6 +75,8 @@ def near_duplicates(
         fp = prints.get(tensor.id)
         if fp is None or not tensor.is_float or tensor.nnz is not None or fp.sumsq <= 0:
             continue
+        if same_group.get(tensor.id, tensor.id) != tensor.id:  # a stored copy: its head stands for it
+            continue
         unit = fp.sketch / (np.linalg.norm(fp.sketch) or 1.0)
         signs = (planes @ unit > 0).astype(np.int64) @ weights
         for band, code in enumerate(signs):
@@ -83,8 +85,7 @@ def near_duplicates(
     for members in buckets.values():
         for i, first in enumerate(members):
             for second in members[i + 1 :]:
-                if same_group.get(first, first) != same_group.get(second, second):
-                    pairs.add((first, second))
+                pairs.add((first, second))
     order = {t.id: i for i, t in enumerate(tensors)}
     parent: dict[str, str] = {}
     measured: dict[tuple[str, str], tuple[float, float]] = {}
