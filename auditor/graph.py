@@ -214,6 +214,11 @@ class ModelGraph:
         return {scope: tuple(nodes) for scope, nodes in index.items()}
 
     @cached_property
+    def runners_by_scope(self) -> Mapping[str, tuple[OpNode, ...]]:
+        """scope id -> its nodes that run subgraphs or functions (Loop, If, Scan, calls)."""
+        return {scope: tuple(n for n in nodes if n.invokes) for scope, nodes in self.nodes_by_scope.items()}
+
+    @cached_property
     def callers(self) -> Mapping[str, tuple[str, ...]]:
         """scope id -> ids of the nodes that run it (one owner for a subgraph, call sites for a function)."""
         index: dict[str, list[str]] = defaultdict(list)

@@ -1,7 +1,7 @@
 """One streaming pass over tensor values: hashes, order-free statistics and random sketches.
 
 Each tensor is read once, in chunks with bounded memory, and summarised by a Fingerprint:
-an xxh3-128 digest of its bytes (identical copies), order-free statistics (sum, sum of squares,
+an xxh3-128 digest of its bytes (identical copies), order-free statistics (sum of squares,
 min, max: transposed, scaled and cast copies share them up to a factor or rounding) and a
 16-number random projection of its values (near-duplicates: distances between sketches
 estimate distances between tensors). Tensors that must be compared element by element later
@@ -39,7 +39,6 @@ class Fingerprint:
     dtype: str
     numel: int
     digest: bytes
-    total: float = 0.0
     sumsq: float = 0.0
     minimum: float = 0.0
     maximum: float = 0.0
@@ -101,7 +100,6 @@ class _Accumulator:
         self.tensor = tensor
         self.digest = xxhash.xxh3_128()
         self.is_float = tensor.is_float
-        self.total = 0.0
         self.sumsq = 0.0
         self.minimum = np.inf
         self.maximum = -np.inf
@@ -115,15 +113,17 @@ class _Accumulator:
             self.seen += values.size
             return None
         x = values if values.dtype == np.float32 else values.astype(np.float32)
-        self.total += float(x.sum(dtype=np.float64))
         self.sumsq += float(np.dot(x, x))
         self.minimum = min(self.minimum, float(x.min()))
         self.maximum = max(self.maximum, float(x.max()))
-        # chunks start on row boundaries (chunk sizes are multiples of _ROW) except the tail
+        # The sketch is R^T (sum over rows r of sign_r * row_r): rows of _ROW consecutive
+        # elements folded with random signs (one memory-bound pass), then projected to
+        # SKETCH_DIM numbers. It is linear, so sketch(a) - sketch(b) = sketch(a - b), and
+        # its expected squared norm is the tensor's. Chunks start on row boundaries.
         rows = -(-x.size // _ROW)
         padded = x if x.size == rows * _ROW else np.concatenate([x, np.zeros(rows * _ROW - x.size, np.float32)])
-        projected = padded.reshape(rows, _ROW) @ _PROJECTION
-        self.sketch += _row_signs(self.seen // _ROW, rows) @ projected
+        folded = _row_signs(self.seen // _ROW, rows) @ padded.reshape(rows, _ROW)
+        self.sketch += folded.astype(np.float64) @ _PROJECTION
         self.seen += values.size
         return x
 
@@ -132,7 +132,7 @@ class _Accumulator:
         if not self.is_float or not self.seen:
             return Fingerprint(t.id, t.dtype, t.numel, self.digest.digest())
         return Fingerprint(
-            t.id, t.dtype, t.numel, self.digest.digest(), self.total, self.sumsq, self.minimum, self.maximum,
+            t.id, t.dtype, t.numel, self.digest.digest(), self.sumsq, self.minimum, self.maximum,
             self.sketch.copy(),
         )  # fmt: skip
 

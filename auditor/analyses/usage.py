@@ -117,7 +117,7 @@ def count_applications(model: ModelGraph, value: str, loop_table: dict[str, Loop
         if depth > _MAX_NESTING:
             raise AuditError("invalid-model", "subgraphs or functions nest too deeply (recursive function?)")
         total = direct.get(scope, 0)
-        for node in model.nodes_by_scope.get(scope, ()):
+        for node in model.runners_by_scope.get(scope, ()):
             inner = [s for s in node.invokes if s in relevant]
             if not inner:
                 continue
