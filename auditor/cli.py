@@ -54,6 +54,8 @@ def _check_outputs(args: argparse.Namespace) -> list[Path]:
         if resolved in seen:
             raise AuditError("usage", f"two reports would be written to the same file: {out}")
         seen.add(resolved)
+        if out.is_dir():
+            raise AuditError("output-is-directory", f"{out} is a folder; give a file name for the report")
         if out.exists() and not args.force:
             raise AuditError("output-exists", f"{out} exists; pass --force to overwrite it")
         if not out.parent.resolve().is_dir():
@@ -64,8 +66,15 @@ def _check_outputs(args: argparse.Namespace) -> list[Path]:
 def _write(path: str, text: str) -> None:
     """Write atomically: a crash never leaves a half-written report over an old one."""
     target = Path(path)
+    if target.exists():
+        mode = target.stat().st_mode & 0o777  # --force keeps the old file's permissions
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask  # as open() would create it (mkstemp's 0600 is for secrets)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, target)

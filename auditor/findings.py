@@ -40,17 +40,21 @@ class Finding:
 
 def human(n: float) -> str:
     """12345678 -> '12.3M'."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.3g}{unit}"
-    return f"{n:.0f}"
+    return _scaled(n, (("", 1), ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)), "")
 
 
 def human_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:.0f} B"
+    return _scaled(n, (("B", 1), ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40)), " ")
+
+
+def _scaled(n: float, units: tuple[tuple[str, float], ...], gap: str) -> str:
+    """The smallest unit in which three significant digits need no exponent (999,950 -> 1M)."""
+    for unit, size in units:
+        if abs(n) / size < 999.5 or unit == units[-1][0]:
+            value = n / size
+            text = f"{value:.0f}" if size == 1 else f"{value:.3g}"
+            return f"{text}{gap}{unit}".rstrip()
+    raise AssertionError("unreachable")
 
 
 def evaluate(
@@ -86,7 +90,8 @@ def evaluate(
                 "warning",
                 f"Each unique parameter is applied {ratio:.1f} times per forward pass "
                 f"({human(counts.applied_params or 0)} applied vs {human(counts.unique_params)} unique): "
-                "shared weights make the parameter count understate compute and activation memory. "
+                "weights applied more than once (shared tensors, loops, or stored copies of one tensor) make "
+                "the parameter count understate compute and activation memory. "
                 "Compare models by applied parameters or FLOPs, not by parameter count.",
                 {"applied_params": counts.applied_params, "unique_params": counts.unique_params, "ratio": round(ratio, 3)},
             )
@@ -161,8 +166,10 @@ def evaluate(
                 "info",
                 f"{len(top_family.blocks)} structurally identical blocks of {human(top_family.params_per_block)} "
                 f"parameters each have their own weights; one shared set (ALBERT-style) would save "
-                f"{human(top_family.saved_params_if_shared)} parameters, but their weights are "
-                f"{top_family.mean_distance:.0%} apart on average: sharing would mean retraining and likely quality loss.",
+                f"{human(top_family.saved_params_if_shared)} parameters"
+                + (f", but their weights are {top_family.mean_distance:.0%} apart on average"
+                   if top_family.mean_distance is not None else "")
+                + ": sharing would mean retraining and likely quality loss.",
                 {"families": len(repeated), "blocks": len(top_family.blocks),
                  "saved_params_if_shared": top_family.saved_params_if_shared, "mean_distance": top_family.mean_distance},
             )

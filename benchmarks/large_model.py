@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -127,9 +126,12 @@ _STEPS = {
 def measure(step: str, model: Path) -> tuple[float, float]:
     """(seconds, peak RSS MiB) of one step in a fresh Python process."""
     setup, work = _STEPS[step]
-    code = f"import time, resource, sys\nfrom pathlib import Path\npath = Path(sys.argv[1])\n{setup}\n"
+    code = f"import time, sys\nfrom pathlib import Path\npath = Path(sys.argv[1])\n{setup}\n"
     code += "start = time.perf_counter()\n" + textwrap.dedent(work)
-    code += "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    # VmHWM (peak RSS of this process image); ru_maxrss would carry the parent's peak over exec
+    code += "elapsed = time.perf_counter() - start\n"
+    code += "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
+    code += "print(elapsed, int(hwm) / 1024)\n"
     done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
     seconds, rss = done.stdout.split()[-2:]
     return float(seconds), float(rss)

@@ -35,7 +35,7 @@ class BlockFamily:
 class PositionDistance:
     position: int
     tensor: str  # the tensor at this position in the first block
-    adjacent: tuple[float, ...]  # relative distance between blocks j and j+1
+    adjacent: tuple[float | None, ...]  # relative distance between blocks j and j+1 (None: not float)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class RepeatedBlocks:
     saved_params_if_shared: int  # one set of weights for all blocks (ALBERT-style)
     saved_bytes_if_shared: int
     saved_params_if_pairs_shared: int  # adjacent blocks share in pairs
-    mean_distance: float
+    mean_distance: float | None
     distances: tuple[PositionDistance, ...]
 
 
@@ -115,7 +115,7 @@ def find_block_families(model: ModelGraph, params: Sequence[TensorInfo]) -> tupl
     if len(by_id) < 2:
         return ()
     labels = _op_labels(model, by_id)
-    sequence: list[tuple[str, str]] = []
+    sequence: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     for node in model.nodes_by_scope.get("", ()):
         if node.op_type in VIEW_OPS:
@@ -125,12 +125,14 @@ def find_block_families(model: ModelGraph, params: Sequence[TensorInfo]) -> tupl
             if tensor is not None and tensor not in seen:
                 seen.add(tensor)
                 t = by_id[tensor]
-                sequence.append((tensor, f"{labels[node.id]}/{index}/{t.dtype}{list(t.shape)}"))
+                loose = f"{node.op_type}/{index}/{t.dtype}{list(t.shape)}"
+                sequence.append((tensor, f"{labels[node.id]}/{loose}", loose))
     if len(sequence) < 2:
         return ()
     vocabulary: dict[str, int] = {}
-    codes = np.array([vocabulary.setdefault(label, len(vocabulary)) for _, label in sequence])
-    weights = np.array([by_id[t].numel for t, _ in sequence], dtype=np.float64)
+    codes = np.array([vocabulary.setdefault(label, len(vocabulary)) for _, label, _ in sequence])
+    loose = [item[2] for item in sequence]
+    weights = np.array([by_id[t].numel for t, _, _ in sequence], dtype=np.float64)
     free = np.ones(len(sequence), dtype=bool)
     total = weights.sum()
     families = []
@@ -139,10 +141,18 @@ def find_block_families(model: ModelGraph, params: Sequence[TensorInfo]) -> tupl
         if found is None:
             break
         start, period, count = found
+        # The first and last blocks sit next to the graph's input and output, so their
+        # neighbourhood hashes differ; extend the repeat over them on op, slot and shape alone.
+        stop = start + period * count
+        while start > 0 and free[start - 1] and loose[start - 1] == loose[start - 1 + period]:
+            start -= 1
+        while stop < len(loose) and free[stop] and loose[stop] == loose[stop - period]:
+            stop += 1
+        count = (stop - start) // period
         saved = weights[start : start + period].sum() * (count - 1)
         if saved < 0.005 * total:
             break
-        blocks = tuple(tuple(t for t, _ in sequence[start + j * period : start + (j + 1) * period]) for j in range(count))
+        blocks = tuple(tuple(t for t, _, _ in sequence[start + j * period : start + (j + 1) * period]) for j in range(count))
         families.append(BlockFamily(blocks))
         free[start : start + period * count] = False
     return tuple(families)
@@ -171,18 +181,18 @@ def describe_families(
             continue
         positions = []
         for t, tensor in enumerate(first):
-            adjacent = []
+            adjacent: list[float | None] = []
             for j in range(len(family.blocks) - 1):
                 a, b = family.blocks[j][t], family.blocks[j + 1][t]
                 fa, fb = prints.get(a), prints.get(b)
                 if fa is None or fb is None or (a, b) not in dots:
-                    adjacent.append(math.nan)
+                    adjacent.append(None)
                     continue
                 squared = max(fa.sumsq + fb.sumsq - 2 * dots[(a, b)], 0.0)
                 scale = math.sqrt(max(fa.sumsq, fb.sumsq))
-                adjacent.append(math.sqrt(squared) / scale if scale else 0.0)
-            positions.append(PositionDistance(t, tensor, tuple(round(d, 6) for d in adjacent)))
-        finite = [d for p in positions for d in p.adjacent if not math.isnan(d)]
+                adjacent.append(round(math.sqrt(squared) / scale, 6) if scale else 0.0)
+            positions.append(PositionDistance(t, tensor, tuple(adjacent)))
+        finite = [d for p in positions for d in p.adjacent if d is not None]
         per_block = sum(by_id[t].numel for t in first)
         described.append(
             RepeatedBlocks(
@@ -192,7 +202,7 @@ def describe_families(
                 saved_params_if_shared=saved_params,
                 saved_bytes_if_shared=saved_bytes,
                 saved_params_if_pairs_shared=per_block * (len(family.blocks) // 2),
-                mean_distance=round(float(np.mean(finite)), 6) if finite else math.nan,
+                mean_distance=round(float(np.mean(finite)), 6) if finite else None,
                 distances=tuple(positions),
             )
         )

@@ -16,11 +16,12 @@ def is_parameter(model: ModelGraph, tensor: TensorInfo) -> bool:
     """
     if tensor.stored_elements <= 1:
         return False
-    uses = [(model.nodes[use.node].op_type, use.index) for use, _ in model.view_chain_uses(tensor.id)]
+    chain = [(model.nodes[use.node].op_type, use.index, terminal) for use, terminal in model.view_chain_uses(tensor.id)]
     if tensor.is_float:
-        return not uses or not all(slot in CONFIG_SLOTS for slot in uses)
-    if tensor.dtype.startswith(("int", "uint")):
-        return any(slot in QUANTIZED_WEIGHT_SLOTS for slot in uses)
+        applied = [(op, index) for op, index, terminal in chain if terminal]
+        return not applied or not all(slot in CONFIG_SLOTS for slot in applied)
+    if tensor.dtype.startswith(("int", "uint")):  # DequantizeLinear is a view op: look along the chain
+        return any((op, index) in QUANTIZED_WEIGHT_SLOTS for op, index, _ in chain)
     return False
 
 

@@ -30,6 +30,7 @@ class Applications:
     uses: tuple[Use, ...]
     applications: int | None  # None when a loop on the way has an unknown trip count
     lower_bound: int  # applications with each unknown loop run once
+    in_loop: bool = False  # applied inside a Loop or Scan body
 
 
 def _constant_value(model: ModelGraph, value: str) -> np.ndarray | None:
@@ -142,4 +143,7 @@ def count_applications(model: ModelGraph, value: str, loop_table: dict[str, Loop
         return Applications(uses, 0, 0)
     exact = evaluate("", lower=False, depth=0)
     lower = evaluate("", lower=True, depth=0)
-    return Applications(uses, exact, lower or 0)
+    in_loop = any(
+        (owner := model.scopes[s].owner) is not None and owner in loop_table for s in relevant
+    )
+    return Applications(uses, exact, lower or 0, in_loop)

@@ -140,6 +140,30 @@ def _external_reader(tensor: TensorProto, ref: ExternalRef) -> Callable[[], np.n
     return read
 
 
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+
+
+def _check_inline_size(tensor: TensorProto, numel: int, nbytes: int) -> None:
+    """An inline tensor must hold as many values as its shape says (a corrupt file may not)."""
+    if tensor.HasField("raw_data"):
+        held, needed = len(tensor.raw_data), nbytes
+    else:
+        held = max((len(getattr(tensor, name)) for name in _TYPED_FIELDS), default=0)
+        needed = numel
+        if tensor.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+            needed = 2 * numel
+        elif _dtype_name(tensor.data_type) in PACKED_DTYPES:
+            return  # packing into int32_data varies by writer; numpy_helper checks it when read
+        if held == 0 and numel == 0:
+            return
+    if held != needed:
+        raise AuditError(
+            "invalid-model",
+            f"tensor '{tensor.name}' holds {held} {'bytes' if tensor.HasField('raw_data') else 'values'}, "
+            f"its shape needs {needed} (truncated or corrupt model)",
+        )
+
+
 def _inline_reader(tensor: TensorProto) -> Callable[[], np.ndarray]:
     return lambda: numpy_helper.to_array(tensor)
 
@@ -170,6 +194,7 @@ class _Builder:
             external = self.external.ref(tensor, nbytes)
             reader = _external_reader(tensor, external)
         else:
+            _check_inline_size(tensor, numel, nbytes)
             reader = _inline_reader(tensor)
         return TensorInfo(
             id=value_id, name=tensor.name, scope=scope, origin=origin, dtype=_dtype_name(tensor.data_type),

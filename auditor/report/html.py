@@ -46,6 +46,7 @@ class Bar:
     label: str
     value: int | None
     text: str
+    exact: str
     bytes_text: str
     meaning: str
     width: float  # percent of the longest bar
@@ -65,7 +66,13 @@ def _bars(report: Report) -> list[Bar]:
     if c.generated_params:
         rows.append(("generated", "Generated at run time", c.generated_params, human(c.generated_params), ""))
     top = max((r[2] or 0 for r in rows), default=0) or 1
-    return [Bar(k, label, v, text, b, COUNT_MEANINGS[k], 100.0 * (v or 0) / top) for k, label, v, text, b in rows]
+    bars = []
+    for key, label, value, text, size in rows:
+        exact = f"{value:,}" if value is not None else "unknown"
+        if key == "applied" and c.applied_params is None:
+            exact = f"≥ {exact}"
+        bars.append(Bar(key, label, value, text, exact, size, COUNT_MEANINGS[key], 100.0 * (value or 0) / top))
+    return bars
 
 
 def render_html(report: Report) -> str:

@@ -19,7 +19,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
     return value
 
 
@@ -61,4 +63,4 @@ def report_dict(report: Report) -> dict[str, Any]:
 
 
 def render_json(report: Report) -> str:
-    return json.dumps(report_dict(report), indent=2) + "\n"
+    return json.dumps(report_dict(report), indent=2, allow_nan=False) + "\n"

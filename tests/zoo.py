@@ -1,0 +1,219 @@
+"""Tiny transformers models exported to ONNX with both torch exporters, and a torch-side oracle.
+
+Each builder returns ``(model, inputs)``: a randomly initialised model in eval mode (built from a
+config object; no hub access) and the keyword inputs of one forward pass. Sizes are tiny (hidden
+32, 2-3 layers, vocab ~100-200) so an export takes a few seconds.
+
+Every parameter is re-drawn from a seeded normal distribution (``_randomise``): transformers
+initialises biases to zero and LayerNorm weights to one, so dozens of parameters would hold the
+same bytes and an exporter (or the auditor) would rightly merge them, making "unique values"
+differ from ``model.num_parameters()`` for a reason that has nothing to do with exporting. Tied
+parameters stay tied (``torch.nn.Parameter`` objects are filled in place).
+
+``export`` writes one self-contained file (``external_data=False``) with dynamic batch and sequence
+axes: with static shapes both exporters constant-fold shape-only subgraphs that read parameters
+(ALBERT/BERT position embeddings sliced to the example length, T5's relative-position bias
+computed for the example lengths), so a parameter would be stored only as a slice of itself.
+
+``exported(name, dynamo, folder)`` builds, exports and caches a case (per process: one build and
+one export per (name, exporter), shared by every test in a session).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+SEED = 0
+BATCH, SEQ, DECODER_SEQ = 2, 8, 5
+OPSET = 18
+
+Inputs = dict[str, torch.Tensor]
+
+
+def _randomise(model: torch.nn.Module, seed: int = SEED) -> torch.nn.Module:
+    """Fill every parameter (tied ones once) from N(0, 0.02), deterministically; eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():  # yields each tied Parameter object once
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+    return model.eval()
+
+
+def _ids(vocab: int, length: int = SEQ, seed: int = SEED) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(0, vocab, (BATCH, length), generator=generator)
+
+
+def albert() -> tuple[torch.nn.Module, Inputs]:
+    """ALBERT masked LM: one layer shared across 3 layers, decoder tied to the word embeddings."""
+    import transformers
+
+    config = transformers.AlbertConfig(
+        vocab_size=120, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=32,
+    )  # fmt: skip
+    torch.manual_seed(SEED)
+    model = _randomise(transformers.AlbertForMaskedLM(config))
+    assert model.predictions.decoder.weight is model.albert.embeddings.word_embeddings.weight
+    return model, {"input_ids": _ids(config.vocab_size)}
+
+
+def bert() -> tuple[torch.nn.Module, Inputs]:
+    """BERT masked LM: 2 distinct layers, LM decoder tied to the word embeddings."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=150, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=32,
+    )  # fmt: skip
+    torch.manual_seed(SEED)
+    model = _randomise(transformers.BertForMaskedLM(config))
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    return model, {"input_ids": _ids(config.vocab_size)}
+
+
+def gpt2() -> tuple[torch.nn.Module, Inputs]:
+    """GPT-2 LM head model: 2 layers of Conv1D (weights stored in x @ W layout), lm_head tied to wte."""
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=130, n_positions=32, n_embd=32, n_layer=2, n_head=4, n_inner=64,
+                                     use_cache=False)  # fmt: skip
+    torch.manual_seed(SEED)
+    model = _randomise(transformers.GPT2LMHeadModel(config))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    return model, {"input_ids": _ids(config.vocab_size)}
+
+
+def t5() -> tuple[torch.nn.Module, Inputs]:
+    """T5 encoder-decoder: shared embedding tied to both embed_tokens and lm_head, relative position bias."""
+    import transformers
+
+    config = transformers.T5Config(
+        vocab_size=140, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, tie_word_embeddings=True,
+        use_cache=False, decoder_start_token_id=0, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(SEED)
+    model = _randomise(transformers.T5ForConditionalGeneration(config))
+    assert model.lm_head.weight is model.shared.weight
+    return model, {"input_ids": _ids(config.vocab_size), "decoder_input_ids": _ids(config.vocab_size, DECODER_SEQ, 7)}
+
+
+def distilbert() -> tuple[torch.nn.Module, Inputs]:
+    """DistilBERT masked LM: 2 layers, vocab_projector tied to the word embeddings."""
+    import transformers
+
+    config = transformers.DistilBertConfig(vocab_size=110, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                           max_position_embeddings=32)  # fmt: skip
+    torch.manual_seed(SEED)
+    model = _randomise(transformers.DistilBertForMaskedLM(config))
+    assert model.vocab_projector.weight is model.distilbert.embeddings.word_embeddings.weight
+    return model, {"input_ids": _ids(config.vocab_size)}
+
+
+BUILDERS: dict[str, Callable[[], tuple[torch.nn.Module, Inputs]]] = {
+    "albert": albert,
+    "bert": bert,
+    "gpt2": gpt2,
+    "t5": t5,
+    "distilbert": distilbert,
+}
+
+
+def export(model: torch.nn.Module, example_inputs: Mapping[str, torch.Tensor], path: str | Path, dynamo: bool,
+           dynamic: bool = True) -> Path:  # fmt: skip
+    """Export ``model(**example_inputs)`` to one ONNX file at ``path`` with ``torch.onnx.export``.
+
+    ``dynamo=True``: the torch.export-based exporter (with its default onnxscript optimisation);
+    ``dynamo=False``: the legacy TorchScript exporter (constant folding on, its default). Opset 18,
+    no external data. ``dynamic``: batch and sequence axes of every input are dynamic.
+    """
+    path = Path(path)
+    names = list(example_inputs)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            dim = torch.export.Dim.DYNAMIC
+            shapes = {n: {0: dim, 1: dim} for n in names} if dynamic else None
+            torch.onnx.export(
+                model, (), str(path), kwargs=dict(example_inputs), dynamo=True, opset_version=OPSET,
+                external_data=False, dynamic_shapes=shapes, optimize=True, verbose=False,
+            )  # fmt: skip
+        else:
+            axes = {n: {0: "batch", 1: f"{n}_len"} for n in names} if dynamic else None
+            torch.onnx.export(
+                model, (), str(path), kwargs=dict(example_inputs), dynamo=False, opset_version=OPSET,
+                external_data=False, input_names=names, dynamic_axes=axes, do_constant_folding=True,
+            )  # fmt: skip
+    return path
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A built model, its example inputs, and its export."""
+
+    name: str
+    dynamo: bool
+    model: torch.nn.Module
+    inputs: Inputs
+    path: Path
+
+
+@functools.lru_cache(maxsize=None)
+def built(name: str) -> tuple[torch.nn.Module, Inputs]:
+    """One build per model name and process."""
+    return BUILDERS[name]()
+
+
+@functools.lru_cache(maxsize=None)
+def exported(name: str, dynamo: bool, folder: Path) -> Exported:
+    """Build (once) and export (once per exporter) into ``folder``."""
+    model, inputs = built(name)
+    path = export(model, inputs, Path(folder) / f"{name}_{'dynamo' if dynamo else 'legacy'}.onnx", dynamo)
+    return Exported(name, dynamo, model, inputs, path)
+
+
+def torch_applied_params(model: torch.nn.Module, inputs: Mapping[str, Any]) -> int:
+    """Parameter elements applied in one forward pass, counted on the torch side with hooks.
+
+    Every module's calls during one ``model(**inputs)`` are counted (a forward pre-hook on each
+    module, ``remove_duplicate=False`` so a module reachable under two names still counts its
+    real calls once each); the result is the sum over modules of
+    ``numel(module's own parameters, recurse=False) x calls``. A tied Parameter owned by two
+    modules (word embeddings and LM decoder) counts once per call of each owner: applied twice
+    when both run once, which is what the auditor counts for one tensor with two uses.
+
+    Caveats (where this differs from "elements actually multiplied"):
+    - a parameter read functionally outside its owner's forward (``F.linear(x, other.weight)``,
+      ``self.bias`` added in a parent module) is counted by its owner's calls, not by its reads:
+      e.g. T5's shared table, owned by ``model.shared`` (called by neither stack, each stack's
+      ``embed_tokens`` is the same object and counts instead);
+    - an embedding table counts whole per lookup (all rows), as the auditor counts a Gather's
+      table; position embeddings sliced by position ids count whole too;
+    - a module whose parameters are only read as attributes (never called) counts zero.
+    """
+    calls: dict[int, int] = {}
+    handles = []
+    modules = dict(model.named_modules(remove_duplicate=True))
+    for module in modules.values():
+
+        def hook(mod: torch.nn.Module, _args: Any) -> None:
+            calls[id(mod)] = calls.get(id(mod), 0) + 1
+
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(
+        sum(p.numel() for p in module.parameters(recurse=False)) * calls.get(id(module), 0)
+        for module in modules.values()
+    )
