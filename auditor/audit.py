@@ -55,7 +55,8 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
 
     edges = digest_edges(params, {tid: fp.digest for tid, fp in prints.items()})
     edges += transformed_edges(params, prints, edges, dequantized, dequantized_prints)
-    duplicates = group_copies(params, edges)
+    unused = frozenset(t.id for t in params if not applications[t.id].uses and not model.reaches_output(t.id))
+    duplicates = group_copies(params, edges, unused)
     copy_head = {member: group.tensors[0] for group in duplicates for member in group.tensors}
 
     counts = count_parameters(

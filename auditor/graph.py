@@ -233,7 +233,9 @@ class ModelGraph:
         """Every use of ``value`` through chains of view ops, with whether the use is terminal.
 
         A use is terminal when the node applies the value (a MatMul, a Gather...); view ops on
-        the way (Transpose, Cast, DequantizeLinear...) are yielded as non-terminal.
+        the way (Transpose, Cast, DequantizeLinear...) are yielded as non-terminal, and so is a
+        Loop that carries the value through its iterations unchanged: the reads inside the body
+        are the uses (and the body's trip count multiplies them).
         """
         stack = [value]
         seen: set[str] = set()
@@ -247,8 +249,26 @@ class ModelGraph:
                 if VIEW_OPS.get(node.op_type) == use.index and node.outputs and node.outputs[0]:
                     yield use, False
                     stack.append(node.outputs[0])
+                elif (carried := self._loop_carried_input(node, use.index)) is not None:
+                    yield use, False
+                    stack.append(carried)
                 else:
                     yield use, True
+
+    def _loop_carried_input(self, node: OpNode, index: int) -> str | None:
+        """The body input of a Loop's carried value at ``index`` if the body passes it on unchanged."""
+        if node.op_type != "Loop" or index < 2 or not node.invokes:
+            return None
+        body = self.scopes[node.invokes[0]]
+        if index >= len(body.inputs) or index - 1 >= len(body.outputs):
+            return None
+        body_input, body_output = body.inputs[index], body.outputs[index - 1]
+        while body_output != body_input:  # through Identity chains
+            producer = self.producer_of.get(body_output)
+            if producer is None or self.nodes[producer].op_type != "Identity":
+                return None
+            body_output = self.nodes[producer].inputs[0]
+        return body_input
 
     def terminal_uses(self, value: str) -> tuple[Use, ...]:
         """The nodes that apply ``value``, looking through view ops."""

@@ -83,11 +83,14 @@ def gpt2() -> tuple[torch.nn.Module, Inputs]:
     import transformers
 
     config = transformers.GPT2Config(vocab_size=130, n_positions=32, n_embd=32, n_layer=2, n_head=4, n_inner=64,
-                                     use_cache=False)  # fmt: skip
+                                     use_cache=False, bos_token_id=0, eos_token_id=0)  # fmt: skip
     torch.manual_seed(SEED)
     model = _randomise(transformers.GPT2LMHeadModel(config))
     assert model.lm_head.weight is model.transformer.wte.weight
-    return model, {"input_ids": _ids(config.vocab_size)}
+    # an explicit attention mask: without one, transformers checks position ids for packed
+    # sequences with torch.diff, which the legacy exporter cannot export (aten::diff)
+    ids = _ids(config.vocab_size)
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
 def t5() -> tuple[torch.nn.Module, Inputs]:
@@ -182,31 +185,37 @@ def exported(name: str, dynamo: bool, folder: Path) -> Exported:
 def torch_applied_params(model: torch.nn.Module, inputs: Mapping[str, Any]) -> int:
     """Parameter elements applied in one forward pass, counted on the torch side with hooks.
 
-    Every module's calls during one ``model(**inputs)`` are counted (a forward pre-hook on each
-    module, ``remove_duplicate=False`` so a module reachable under two names still counts its
-    real calls once each); the result is the sum over modules of
-    ``numel(module's own parameters, recurse=False) x calls``. A tied Parameter owned by two
-    modules (word embeddings and LM decoder) counts once per call of each owner: applied twice
-    when both run once, which is what the auditor counts for one tensor with two uses.
+    Every module's calls during one ``model(**inputs)`` are counted with a forward pre-hook (one
+    hook per module object, so a module reachable under two names counts its real calls); the
+    result is the sum over modules of ``numel(module's own parameters, recurse=False) x calls``.
+    A tied Parameter owned by two modules (word embeddings and LM decoder) counts once per call of
+    each owner: twice when both run once, which is what the auditor counts for one tensor with two
+    uses. A Parameter that a module holds as an alias of a descendant's (BERT/ALBERT
+    ``predictions.bias`` is ``predictions.decoder.bias``) counts only for the descendant.
 
     Caveats (where this differs from "elements actually multiplied"):
     - a parameter read functionally outside its owner's forward (``F.linear(x, other.weight)``,
-      ``self.bias`` added in a parent module) is counted by its owner's calls, not by its reads:
-      e.g. T5's shared table, owned by ``model.shared`` (called by neither stack, each stack's
-      ``embed_tokens`` is the same object and counts instead);
+      a bias added by a parent module that is not an alias of a child's) counts by its owner's
+      calls, not by its reads; a module whose parameters are only read as attributes (never
+      called) counts zero. None of the zoo models does this (checked against the exports);
     - an embedding table counts whole per lookup (all rows), as the auditor counts a Gather's
       table; position embeddings sliced by position ids count whole too;
-    - a module whose parameters are only read as attributes (never called) counts zero.
+    - only one forward is observed: data-dependent control flow counts the path these inputs take.
     """
-    calls: dict[int, int] = {}
-    handles = []
     modules = dict(model.named_modules(remove_duplicate=True))
+    # a Parameter that is also a direct parameter of a descendant is applied by that descendant
+    # (BERT/ALBERT ``predictions.bias`` is ``predictions.decoder.bias``): the ancestor's
+    # attribute is an alias, not a second application
+    applied_by: dict[int, list[torch.nn.Parameter]] = {}
     for module in modules.values():
+        below = {id(p) for child in module.modules() if child is not module for p in child.parameters(recurse=False)}
+        applied_by[id(module)] = [p for p in module.parameters(recurse=False) if id(p) not in below]
+    calls: dict[int, int] = {}
 
-        def hook(mod: torch.nn.Module, _args: Any) -> None:
-            calls[id(mod)] = calls.get(id(mod), 0) + 1
+    def hook(module: torch.nn.Module, _args: Any) -> None:
+        calls[id(module)] = calls.get(id(module), 0) + 1
 
-        handles.append(module.register_forward_pre_hook(hook))
+    handles = [module.register_forward_pre_hook(hook) for module in modules.values()]
     try:
         with torch.no_grad():
             model(**inputs)
@@ -214,6 +223,5 @@ def torch_applied_params(model: torch.nn.Module, inputs: Mapping[str, Any]) -> i
         for handle in handles:
             handle.remove()
     return sum(
-        sum(p.numel() for p in module.parameters(recurse=False)) * calls.get(id(module), 0)
-        for module in modules.values()
+        sum(p.numel() for p in applied_by[id(module)]) * calls.get(id(module), 0) for module in modules.values()
     )

@@ -73,10 +73,13 @@ def digest_edges(tensors: Sequence[TensorInfo], digests: Mapping[str, bytes]) ->
     return edges
 
 
-def group_copies(tensors: Sequence[TensorInfo], edges: Iterable[CopyEdge]) -> tuple[CopyGroup, ...]:
-    """Merge copy edges into groups (union-find). The kept tensor is the smallest in bytes (an
-    int8 weight rather than its float copy), then the first in file order."""
-    order = {t.id: (t.nbytes, i) for i, t in enumerate(tensors)}
+def group_copies(
+    tensors: Sequence[TensorInfo], edges: Iterable[CopyEdge], unused: frozenset[str] = frozenset()
+) -> tuple[CopyGroup, ...]:
+    """Merge copy edges into groups (union-find). The kept tensor is one the graph uses, then
+    the smallest in bytes (an int8 weight rather than its float copy), then the first in file
+    order."""
+    order = {t.id: (t.id in unused, t.nbytes, i) for i, t in enumerate(tensors)}
     by_id = {t.id: t for t in tensors}
     parent: dict[str, str] = {}
 
