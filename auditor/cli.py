@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from auditor import __version__
 from auditor.errors import AuditError
@@ -22,7 +22,7 @@ EXIT_BAD_INPUT = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2 (argparse's own convention)
+    def error(self, message: str) -> NoReturn:  # one line, exit code 2 (argparse's own convention)
         raise AuditError("usage", message)
 
 

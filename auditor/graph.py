@@ -335,8 +335,8 @@ def to_networkx(model: ModelGraph) -> nx.MultiDiGraph:
                 if f"value:{value}" not in graph:
                     graph.add_node(f"value:{value}", kind="value")
                 graph.add_edge(f"op:{node.id}", f"value:{value}", kind="writes")
-        for scope in node.invokes:
-            graph.add_edge(f"op:{node.id}", f"scope:{scope}", kind="runs")
+        for invoked in node.invokes:
+            graph.add_edge(f"op:{node.id}", f"scope:{invoked}", kind="runs")
     return graph
 
 
@@ -364,7 +364,7 @@ def iter_tensor_bytes(tensor: TensorInfo, chunk: int = CHUNK_BYTES) -> Iterator[
                 yield view[:got]
         return
     data = np.ascontiguousarray(tensor.read())
-    flat = memoryview(data.reshape(-1).view(np.uint8))
+    flat = memoryview(data.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     for start in range(0, len(flat), chunk):
         yield flat[start : start + chunk]
 

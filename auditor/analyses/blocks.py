@@ -131,7 +131,7 @@ def find_block_families(model: ModelGraph, params: Sequence[TensorInfo]) -> tupl
         return ()
     vocabulary: dict[str, int] = {}
     codes = np.array([vocabulary.setdefault(label, len(vocabulary)) for _, label, _ in sequence])
-    loose = [item[2] for item in sequence]
+    loose_codes = [item[2] for item in sequence]
     weights = np.array([by_id[t].numel for t, _, _ in sequence], dtype=np.float64)
     free = np.ones(len(sequence), dtype=bool)
     total = weights.sum()
@@ -144,9 +144,9 @@ def find_block_families(model: ModelGraph, params: Sequence[TensorInfo]) -> tupl
         # The first and last blocks sit next to the graph's input and output, so their
         # neighbourhood hashes differ; extend the repeat over them on op, slot and shape alone.
         stop = start + period * count
-        while start > 0 and free[start - 1] and loose[start - 1] == loose[start - 1 + period]:
+        while start > 0 and free[start - 1] and loose_codes[start - 1] == loose_codes[start - 1 + period]:
             start -= 1
-        while stop < len(loose) and free[stop] and loose[stop] == loose[stop - period]:
+        while stop < len(loose_codes) and free[stop] and loose_codes[stop] == loose_codes[stop - period]:
             stop += 1
         count = (stop - start) // period
         saved = weights[start : start + period].sum() * (count - 1)

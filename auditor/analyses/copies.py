@@ -10,6 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+from networkx.utils import UnionFind
+
 from auditor.graph import TensorInfo, iter_tensor_bytes
 
 @dataclass(frozen=True)
@@ -81,21 +83,14 @@ def group_copies(
     order."""
     order = {t.id: (t.id in unused, t.nbytes, i) for i, t in enumerate(tensors)}
     by_id = {t.id: t for t in tensors}
-    parent: dict[str, str] = {}
-
-    def root(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
     edge_list = list(edges)
+    linked = UnionFind()
     for edge in edge_list:
-        a, b = root(edge.source), root(edge.copy)
-        if a != b:
-            parent[max(a, b, key=order.__getitem__)] = min(a, b, key=order.__getitem__)
-    head_of = {x: root(x) for x in parent}
+        linked.union(edge.source, edge.copy)
+    head_of: dict[str, str] = {}
+    for members in linked.to_sets():
+        head = min(members, key=order.__getitem__)
+        head_of.update((member, head) for member in members)
     # each copy is reported under the relation of an edge that brought it in (one to the head
     # when there is one); copies of one head under one relation (and one scale) form an entry
     relation_of: dict[str, CopyEdge] = {}

@@ -88,7 +88,7 @@ def value_chunks(tensor: TensorInfo, elements: int = _CHUNK_ELEMENTS) -> Iterato
                 yield view[:want], np.frombuffer(buffer, dtype=dtype, count=want // itemsize)
         return
     values = np.ascontiguousarray(tensor.read()).reshape(-1)
-    raw = memoryview(values.view(np.uint8)) if values.dtype != object else memoryview(b"")
+    raw = memoryview(values.view(np.uint8)) if values.dtype != object else memoryview(b"")  # type: ignore[arg-type]
     itemsize = values.dtype.itemsize
     for start in range(0, max(values.size, 1), elements):
         part = values[start : start + elements]
@@ -172,7 +172,7 @@ def fingerprint_all(
 ) -> tuple[dict[str, Fingerprint], dict[tuple[str, str], float]]:
     """Fingerprints of every tensor given; ``lockstep`` groups (equal sizes) also get the dot
     products of consecutive members, ``dots[(a, b)] = sum(a * b)``."""
-    units: list[Sequence[TensorInfo]] = [list(g) for g in lockstep] + [[t] for t in singles]
+    units: list[list[TensorInfo]] = [list(g) for g in lockstep] + [[t] for t in singles]
     units.sort(key=lambda u: -sum(t.nbytes for t in u))  # big first: better balance
     workers = workers or min(2, os.cpu_count() or 1)
     prints: dict[str, Fingerprint] = {}
@@ -192,5 +192,5 @@ def fingerprint_array(tensor_id: str, values: np.ndarray) -> Fingerprint:
     )
     for start in range(0, flat.size, _CHUNK_ELEMENTS):
         part = flat[start : start + _CHUNK_ELEMENTS]
-        accumulator.add(memoryview(part.view(np.uint8)), part)
+        accumulator.add(memoryview(part.view(np.uint8)), part)  # type: ignore[arg-type]
     return accumulator.result()

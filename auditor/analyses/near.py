@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from networkx.utils import UnionFind
 
 from auditor.analyses.fingerprint import SKETCH_DIM, Fingerprint, value_chunks
 from auditor.graph import TensorInfo
@@ -87,15 +88,8 @@ def near_duplicates(
             for second in members[i + 1 :]:
                 pairs.add((first, second))
     order = {t.id: i for i, t in enumerate(tensors)}
-    parent: dict[str, str] = {}
+    linked = UnionFind()
     measured: dict[tuple[str, str], tuple[float, float]] = {}
-
-    def root(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
     for first, second in sorted(pairs, key=lambda p: (order[p[0]], order[p[1]])):
         fa, fb = prints[first], prints[second]
         sketch_distance = np.linalg.norm(fa.sketch - fb.sketch) / max(np.linalg.norm(fa.sketch), np.linalg.norm(fb.sketch))
@@ -104,15 +98,11 @@ def near_duplicates(
         distance, cosine = exact_distance(by_id[first], by_id[second])
         if distance <= tolerance:
             measured[(first, second)] = (distance, cosine)
-            ra, rb = root(first), root(second)
-            if ra != rb:
-                parent[max(ra, rb, key=order.__getitem__)] = min(ra, rb, key=order.__getitem__)
-    members: dict[str, list[str]] = defaultdict(list)
-    for x in parent:
-        members[root(x)].append(x)
+            linked.union(first, second)
     groups = []
-    for head, ids in members.items():
-        ids.sort(key=order.__getitem__)
+    for members in linked.to_sets():
+        ids = sorted(members, key=order.__getitem__)
+        head = ids[0]
         stats = [measured.get((head, other)) or measured.get((other, head)) or exact_distance(by_id[head], by_id[other])
                  for other in ids[1:]]  # fmt: skip
         others = [by_id[i] for i in ids[1:]]

@@ -81,9 +81,9 @@ def loop_info(model: ModelGraph, node: OpNode) -> LoopInfo:
     axes = node.attrs.get("scan_input_axes") or [0]
     shape = model.tensors[first].shape if first in model.tensors else model.value_shapes.get(first)
     if shape:
-        axis = int(axes[0]) % len(shape)
-        if shape[axis] is not None:
-            return LoopInfo(node.id, "Scan", int(shape[axis]), "")
+        length = shape[int(axes[0]) % len(shape)]
+        if length is not None:
+            return LoopInfo(node.id, "Scan", int(length), "")
     return LoopInfo(node.id, "Scan", None, "the scanned sequence length is dynamic")
 
 

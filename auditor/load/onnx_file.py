@@ -24,7 +24,7 @@ from auditor.graph import PACKED_DTYPES, ExternalRef, ModelGraph, OpNode, Scope,
 try:  # protobuf raises its own DecodeError on a corrupt or truncated file
     from google.protobuf.message import DecodeError
 except ImportError:  # pragma: no cover - protobuf always comes with onnx
-    DecodeError = ValueError  # type: ignore[misc,assignment]
+    DecodeError = ValueError
 
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
@@ -43,7 +43,7 @@ _LOOP_OPS = {"Loop", "Scan"}
 
 def _dtype_name(elem_type: int) -> str:
     try:
-        name = TensorProto.DataType.Name(elem_type)
+        name = str(TensorProto.DataType.Name(elem_type))
         return {"FLOAT": "float32", "DOUBLE": "float64"}.get(name, name.lower())
     except ValueError:
         return f"type{elem_type}"
@@ -164,6 +164,10 @@ def _check_inline_size(tensor: TensorProto, numel: int, nbytes: int) -> None:
         )
 
 
+def _constant_reader(array: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: array
+
+
 def _inline_reader(tensor: TensorProto) -> Callable[[], np.ndarray]:
     return lambda: numpy_helper.to_array(tensor)
 
@@ -240,7 +244,7 @@ class _Builder:
                 return TensorInfo(
                     id=value_id, name=node.output[0], scope=scope, origin="constant",
                     dtype=array.dtype.name, shape=array.shape, nbytes=array.nbytes,
-                    reader=lambda array=array: array,
+                    reader=_constant_reader(array),
                 )  # fmt: skip
         return None  # string constants carry no parameters
 
