@@ -85,6 +85,8 @@ def _write(path: str, text: str) -> None:
 
 def run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.near is not None and not 0 < args.near <= 2:
+        raise AuditError("usage", f"--near must be a relative distance in (0, 2], got {args.near}")
     _check_outputs(args)
     from auditor.audit import audit_with_graph  # imported late: keeps `audit --help` fast
     from auditor.progress import progress_bar

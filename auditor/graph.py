@@ -340,31 +340,35 @@ def to_networkx(model: ModelGraph) -> nx.MultiDiGraph:
     return graph
 
 
-CHUNK_BYTES = 16 << 20
+
+CHUNK_ELEMENTS = 1 << 22
 
 
-def iter_tensor_bytes(tensor: TensorInfo, chunk: int = CHUNK_BYTES) -> Iterator[memoryview]:
-    """A tensor's bytes in chunks, read with one reusable buffer so memory stays bounded.
-
-    External byte-aligned tensors are read straight from their file; everything else goes
-    through :meth:`TensorInfo.read` (inline data is in memory already).
-    """
+def value_chunks(tensor: TensorInfo, elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[memoryview, np.ndarray]]:
+    """(raw bytes, values) of consecutive chunks of ``elements`` elements, in storage order."""
     ref = tensor.external
-    if ref is not None and tensor.nnz is None and tensor.dtype not in PACKED_DTYPES:
-        buffer = bytearray(min(chunk, max(ref.length, 1)))
+    if ref is not None and tensor.nnz is None and tensor.dtype not in PACKED_DTYPES and tensor.numel:
+        itemsize = tensor.nbytes // tensor.numel
+        dtype = np.dtype(tensor.read().dtype)  # a memory map: reading its dtype touches no data
+        buffer = bytearray(min(elements, tensor.numel) * itemsize)
         view = memoryview(buffer)
         with open(ref.path, "rb", buffering=0) as handle:
             handle.seek(ref.offset)
             left = ref.length
             while left > 0:
-                got = handle.readinto(view[: min(left, len(buffer))])
-                if not got:
-                    raise OSError(f"{ref.path}: unexpected end of file")
-                left -= got
-                yield view[:got]
+                want = min(left, len(buffer))
+                got = 0
+                while got < want:
+                    n = handle.readinto(view[got:want])
+                    if not n:
+                        raise OSError(f"{ref.path}: unexpected end of file")
+                    got += n
+                left -= want
+                yield view[:want], np.frombuffer(buffer, dtype=dtype, count=want // itemsize)
         return
-    data = np.ascontiguousarray(tensor.read())
-    flat = memoryview(data.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
-    for start in range(0, len(flat), chunk):
-        yield flat[start : start + chunk]
-
+    values = np.ascontiguousarray(tensor.read()).reshape(-1)
+    raw = memoryview(values.view(np.uint8)) if values.dtype != object else memoryview(b"")  # type: ignore[arg-type]
+    itemsize = values.dtype.itemsize
+    for start in range(0, max(values.size, 1), elements):
+        part = values[start : start + elements]
+        yield raw[start * itemsize : (start + part.size) * itemsize], part

@@ -88,16 +88,17 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-3, atol=1e-6))
 
 
-def relation(param: np.ndarray, onnx_name: str, torch_name: str, stored: np.ndarray) -> str | None:
-    """How ``stored`` holds ``param``'s values, or None."""
+def relation(param: np.ndarray, onnx_name: str, torch_names: set[str], stored: np.ndarray) -> str | None:
+    """How ``stored`` holds ``param``'s values (``torch_names``: its names, tied aliases included),
+    or None. ``identical``: under one of its torch names; ``duplicate``: same bytes, other name."""
     p = param
     if stored.dtype != p.dtype:
         s = stored.astype(np.float32)
-        inner = relation(p.astype(np.float32), onnx_name, "", s) if s.size == p.size else None
+        inner = relation(p.astype(np.float32), onnx_name, set(), s) if s.size == p.size else None
         return None if inner is None else f"cast({stored.dtype})+{inner}"
     if stored.size == p.size:
         if stored.shape == p.shape and np.array_equal(stored, p):
-            return "identical" if onnx_name == torch_name else "duplicate"
+            return "identical" if onnx_name in torch_names else "duplicate"
         if np.array_equal(stored.reshape(-1), p.reshape(-1)):
             return "reshaped"
         layouts: list[tuple[str, np.ndarray]] = [("", p.reshape(-1))]
@@ -142,12 +143,15 @@ def recon(name: str, dynamo: bool, folder: Path, static: bool, verbose: bool) ->
     counts = auditor.audit(path).counts
     params = dict(model.named_parameters())  # tied parameters once, under their first name
     arrays = {n: p.detach().numpy() for n, p in params.items()}
+    aliases: dict[int, set[str]] = defaultdict(set)
+    for alias, param in model.named_parameters(remove_duplicate=False):
+        aliases[id(param)].add(alias)
 
     mapping: dict[str, list[tuple[str, str]]] = defaultdict(list)
     matched: set[str] = set()
     for tname, parray in arrays.items():
         for s in big:
-            rel = relation(parray, s.name, tname, s.array)
+            rel = relation(parray, s.name, aliases[id(params[tname])], s.array)
             if rel is not None:
                 mapping[tname].append((s.name, rel))
                 matched.add(s.name)

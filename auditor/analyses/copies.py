@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 
 from networkx.utils import UnionFind
 
-from auditor.graph import TensorInfo, iter_tensor_bytes
+from auditor.graph import TensorInfo, value_chunks
 
 @dataclass(frozen=True)
 class CopyEdge:
@@ -36,22 +36,10 @@ class CopyGroup:
 
 
 def same_bytes(a: TensorInfo, b: TensorInfo) -> bool:
-    """Byte-for-byte comparison, chunk by chunk."""
-    if a.nbytes != b.nbytes:
+    """Byte-for-byte comparison of two tensors of one dtype and size, chunk by chunk."""
+    if a.nbytes != b.nbytes or a.numel != b.numel or a.dtype != b.dtype:
         return False
-    left, right = iter_tensor_bytes(a), iter_tensor_bytes(b)
-    pending = b""
-    for chunk in left:
-        need = bytes(chunk)
-        while len(pending) < len(need):
-            more = next(right, None)
-            if more is None:
-                return False
-            pending += bytes(more)
-        if pending[: len(need)] != need:
-            return False
-        pending = pending[len(need) :]
-    return not pending and next(right, None) is None
+    return all(x == y for (x, _), (y, _) in zip(value_chunks(a), value_chunks(b)))
 
 
 def digest_edges(tensors: Sequence[TensorInfo], digests: Mapping[str, bytes]) -> list[CopyEdge]:

@@ -19,11 +19,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import xxhash
 
-from auditor.graph import PACKED_DTYPES, TensorInfo
+from auditor.graph import CHUNK_ELEMENTS, TensorInfo, value_chunks
 
 SKETCH_DIM = 16
 _ROW = 256  # sketch rows: element i sits at column i % _ROW of row i // _ROW
-_CHUNK_ELEMENTS = 1 << 22
 _PROJECTION = (np.random.default_rng(20261126).standard_normal((_ROW, SKETCH_DIM)) / np.sqrt(SKETCH_DIM)).astype(
     np.float32
 )
@@ -63,36 +62,6 @@ def _row_signs(first_row: int, rows: int) -> np.ndarray:
     index = np.arange(first_row, first_row + rows, dtype=np.uint64)
     mixed = (index + np.uint64(0x632BE59BD9B4E019)) * np.uint64(0x9E3779B97F4A7C15)
     return np.where((mixed >> np.uint64(63)) == 1, -1.0, 1.0).astype(np.float32)
-
-
-def value_chunks(tensor: TensorInfo, elements: int = _CHUNK_ELEMENTS) -> Iterator[tuple[memoryview, np.ndarray]]:
-    """(raw bytes, values) of consecutive chunks of ``elements`` elements, in storage order."""
-    ref = tensor.external
-    if ref is not None and tensor.nnz is None and tensor.dtype not in PACKED_DTYPES and tensor.numel:
-        itemsize = tensor.nbytes // tensor.numel
-        dtype = np.dtype(tensor.read().dtype)  # a memory map: reading its dtype touches no data
-        buffer = bytearray(min(elements, tensor.numel) * itemsize)
-        view = memoryview(buffer)
-        with open(ref.path, "rb", buffering=0) as handle:
-            handle.seek(ref.offset)
-            left = ref.length
-            while left > 0:
-                want = min(left, len(buffer))
-                got = 0
-                while got < want:
-                    n = handle.readinto(view[got:want])
-                    if not n:
-                        raise OSError(f"{ref.path}: unexpected end of file")
-                    got += n
-                left -= want
-                yield view[:want], np.frombuffer(buffer, dtype=dtype, count=want // itemsize)
-        return
-    values = np.ascontiguousarray(tensor.read()).reshape(-1)
-    raw = memoryview(values.view(np.uint8)) if values.dtype != object else memoryview(b"")  # type: ignore[arg-type]
-    itemsize = values.dtype.itemsize
-    for start in range(0, max(values.size, 1), elements):
-        part = values[start : start + elements]
-        yield raw[start * itemsize : (start + part.size) * itemsize], part
 
 
 class _Accumulator:
@@ -143,7 +112,7 @@ def _fingerprint_group(
     """Fingerprint tensors of equal size in lockstep, with dot products of neighbours."""
     accumulators = [_Accumulator(t) for t in group]
     dots: dict[tuple[str, str], float] = {}
-    per_tensor = max(_ROW, (_CHUNK_ELEMENTS // max(len(group), 1)) // _ROW * _ROW)
+    per_tensor = max(_ROW, (CHUNK_ELEMENTS // max(len(group), 1)) // _ROW * _ROW)
     streams = [value_chunks(t, per_tensor) for t in group]
     while True:
         chunks = [next(s, None) for s in streams]
@@ -190,7 +159,7 @@ def fingerprint_array(tensor_id: str, values: np.ndarray) -> Fingerprint:
     accumulator = _Accumulator(
         TensorInfo(tensor_id, tensor_id, "", "computed", "float32", tuple(values.shape), flat.nbytes)
     )
-    for start in range(0, flat.size, _CHUNK_ELEMENTS):
-        part = flat[start : start + _CHUNK_ELEMENTS]
+    for start in range(0, flat.size, CHUNK_ELEMENTS):
+        part = flat[start : start + CHUNK_ELEMENTS]
         accumulator.add(memoryview(part.view(np.uint8)), part)  # type: ignore[arg-type]
     return accumulator.result()

@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 from networkx.utils import UnionFind
 
-from auditor.analyses.fingerprint import SKETCH_DIM, Fingerprint, value_chunks
-from auditor.graph import TensorInfo
+from auditor.analyses.fingerprint import SKETCH_DIM, Fingerprint
+from auditor.graph import TensorInfo, value_chunks
 
 DEFAULT_TOLERANCE = 0.01
 _BANDS = 8
