@@ -140,7 +140,8 @@ def recon(name: str, dynamo: bool, folder: Path, static: bool, verbose: bool) ->
     proto = onnx.load(str(path))
     stored = stored_floats(proto)
     big = [s for s in stored if s.array.size > 1]
-    counts = auditor.audit(path).counts
+    report = auditor.audit(path)
+    counts = report.counts
     params = dict(model.named_parameters())  # tied parameters once, under their first name
     arrays = {n: p.detach().numpy() for n, p in params.items()}
     aliases: dict[int, set[str]] = defaultdict(set)
@@ -168,6 +169,11 @@ def recon(name: str, dynamo: bool, folder: Path, static: bool, verbose: bool) ->
           f"({sum(s.where == 'Constant' for s in big)} Constant)")  # fmt: skip
     print(f"auditor   stored={counts.stored_params} unique={counts.unique_params} applied={counts.applied_params}")
     print(f"relations {dict(relations)}")
+    merged: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for group in report.duplicates:
+        merged[group.relation][0] += len(group.tensors) - 1
+        merged[group.relation][1] += group.wasted_params
+    print(f"auditor copies merged (relation: [copies, wasted params]) {dict(merged)}")
     for tname in arrays if verbose else only_transformed + absent:
         rels = ", ".join(f"{n} [{r}]" for n, r in mapping[tname]) or "ABSENT"
         print(f"  {tname} {tuple(arrays[tname].shape)}: {rels}")

@@ -34,9 +34,10 @@ BATCH, SEQ, DECODER_SEQ = 2, 8, 5
 OPSET = 18
 
 Inputs = dict[str, torch.Tensor]
+Model = Any  # a transformers PreTrainedModel (torch.nn.Module with config and num_parameters())
 
 
-def _randomise(model: torch.nn.Module, seed: int = SEED) -> torch.nn.Module:
+def _randomise(model: Model, seed: int = SEED) -> Model:
     """Fill every parameter (tied ones once) from N(0, 0.02), deterministically; eval mode."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -50,7 +51,7 @@ def _ids(vocab: int, length: int = SEQ, seed: int = SEED) -> torch.Tensor:
     return torch.randint(0, vocab, (BATCH, length), generator=generator)
 
 
-def albert() -> tuple[torch.nn.Module, Inputs]:
+def albert() -> tuple[Model, Inputs]:
     """ALBERT masked LM: one layer shared across 3 layers, decoder tied to the word embeddings."""
     import transformers
 
@@ -64,7 +65,7 @@ def albert() -> tuple[torch.nn.Module, Inputs]:
     return model, {"input_ids": _ids(config.vocab_size)}
 
 
-def bert() -> tuple[torch.nn.Module, Inputs]:
+def bert() -> tuple[Model, Inputs]:
     """BERT masked LM: 2 distinct layers, LM decoder tied to the word embeddings."""
     import transformers
 
@@ -78,7 +79,7 @@ def bert() -> tuple[torch.nn.Module, Inputs]:
     return model, {"input_ids": _ids(config.vocab_size)}
 
 
-def gpt2() -> tuple[torch.nn.Module, Inputs]:
+def gpt2() -> tuple[Model, Inputs]:
     """GPT-2 LM head model: 2 layers of Conv1D (weights stored in x @ W layout), lm_head tied to wte."""
     import transformers
 
@@ -93,22 +94,23 @@ def gpt2() -> tuple[torch.nn.Module, Inputs]:
     return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def t5() -> tuple[torch.nn.Module, Inputs]:
+def t5() -> tuple[Model, Inputs]:
     """T5 encoder-decoder: shared embedding tied to both embed_tokens and lm_head, relative position bias."""
     import transformers
 
-    config = transformers.T5Config(
+    settings: dict[str, Any] = dict(
         vocab_size=140, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
         relative_attention_num_buckets=8, relative_attention_max_distance=16, tie_word_embeddings=True,
         use_cache=False, decoder_start_token_id=0, pad_token_id=0,
     )  # fmt: skip
+    config = transformers.T5Config(**settings)
     torch.manual_seed(SEED)
     model = _randomise(transformers.T5ForConditionalGeneration(config))
     assert model.lm_head.weight is model.shared.weight
     return model, {"input_ids": _ids(config.vocab_size), "decoder_input_ids": _ids(config.vocab_size, DECODER_SEQ, 7)}
 
 
-def distilbert() -> tuple[torch.nn.Module, Inputs]:
+def distilbert() -> tuple[Model, Inputs]:
     """DistilBERT masked LM: 2 layers, vocab_projector tied to the word embeddings."""
     import transformers
 
@@ -120,7 +122,7 @@ def distilbert() -> tuple[torch.nn.Module, Inputs]:
     return model, {"input_ids": _ids(config.vocab_size)}
 
 
-BUILDERS: dict[str, Callable[[], tuple[torch.nn.Module, Inputs]]] = {
+BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {
     "albert": albert,
     "bert": bert,
     "gpt2": gpt2,
@@ -129,7 +131,7 @@ BUILDERS: dict[str, Callable[[], tuple[torch.nn.Module, Inputs]]] = {
 }
 
 
-def export(model: torch.nn.Module, example_inputs: Mapping[str, torch.Tensor], path: str | Path, dynamo: bool,
+def export(model: Model, example_inputs: Mapping[str, torch.Tensor], path: str | Path, dynamo: bool,
            dynamic: bool = True) -> Path:  # fmt: skip
     """Export ``model(**example_inputs)`` to one ONNX file at ``path`` with ``torch.onnx.export``.
 
@@ -163,13 +165,13 @@ class Exported:
 
     name: str
     dynamo: bool
-    model: torch.nn.Module
+    model: Model
     inputs: Inputs
     path: Path
 
 
 @functools.lru_cache(maxsize=None)
-def built(name: str) -> tuple[torch.nn.Module, Inputs]:
+def built(name: str) -> tuple[Model, Inputs]:
     """One build per model name and process."""
     return BUILDERS[name]()
 
@@ -182,7 +184,7 @@ def exported(name: str, dynamo: bool, folder: Path) -> Exported:
     return Exported(name, dynamo, model, inputs, path)
 
 
-def torch_applied_params(model: torch.nn.Module, inputs: Mapping[str, Any]) -> int:
+def torch_applied_params(model: Model, inputs: Mapping[str, Any]) -> int:
     """Parameter elements applied in one forward pass, counted on the torch side with hooks.
 
     Every module's calls during one ``model(**inputs)`` are counted with a forward pre-hook (one
