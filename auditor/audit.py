@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Callable, Sequence
+from typing import Sequence
 
 from auditor.analyses.blocks import describe_families, find_block_families
 from auditor.analyses.copies import digest_edges, group_copies
@@ -20,9 +20,8 @@ from auditor.analyses.usage import count_applications, loops
 from auditor.findings import evaluate
 from auditor.graph import ModelGraph, TensorInfo
 from auditor.load.onnx_file import load_onnx
+from auditor.progress import Progress
 from auditor.report.model import ModelSummary, Report
-
-Progress = Callable[[int], None]
 
 
 def _with_possible_partner(params: Sequence[TensorInfo], extra_sizes: Sequence[int]) -> list[TensorInfo]:
@@ -46,6 +45,8 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
     in_lockstep = {tid for group in lockstep_ids for tid in group}
     by_id = {t.id: t for t in params}
     readable = _with_possible_partner(params, [d.values.size for d in dequantized])
+    if progress is not None:
+        progress.start(sum(t.nbytes for t in readable))
     prints, dots = fingerprint_all(
         [t for t in readable if t.id not in in_lockstep],
         [[by_id[tid] for tid in group] for group in lockstep_ids],

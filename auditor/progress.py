@@ -4,16 +4,48 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Iterator, Protocol
+
+
+class Progress(Protocol):
+    """What the analyses report to: the bytes they will read, then the bytes read so far."""
+
+    def start(self, total_bytes: int) -> None: ...
+
+    def __call__(self, done_bytes: int) -> None: ...
+
+
+class _TqdmProgress:
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None
+
+    def start(self, total_bytes: int) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self.bar = tqdm(
+            total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=self.desc, file=sys.stderr, leave=False
+        )
+
+    def __call__(self, done_bytes: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done_bytes)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @contextmanager
-def progress_bar(enabled: bool = True, total: int | None = None, desc: str = "reading tensors") -> Iterator[Callable[[int], None] | None]:
-    """Yield a callback taking processed byte counts, or None when no bar is shown."""
+def progress_bar(enabled: bool = True, desc: str = "reading tensors") -> Iterator[Progress | None]:
+    """A progress sink drawing a bar on stderr, or None when no bar should be shown."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr, leave=False) as bar:
-        yield bar.update
+    sink = _TqdmProgress(desc)
+    try:
+        yield sink
+    finally:
+        sink.close()

@@ -229,3 +229,48 @@ def test_console_script(rep_copy_model: Any, tmp_path: Path) -> None:
     version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0
     assert version.stdout.strip().startswith("auditor ")
+
+
+def test_progress_bar_only_on_a_terminal(rep_copy_model: Any) -> None:
+    """Run the real console script with stderr on a pseudo-terminal: a bar is drawn there;
+    with --quiet, or with stderr piped, nothing is."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    audit = Path(sys.executable).with_name("audit")
+
+    def run(*extra: str, tty: bool = True) -> str:
+        master, slave = pty.openpty()
+        # a terminal of 30x100 (a bare pty is 0 columns wide, where tqdm draws nothing)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        proc = subprocess.Popen(
+            [str(audit), str(rep_copy_model.path), "--fail-on", "never", *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=slave if tty else subprocess.PIPE,
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        proc.wait(timeout=60)
+        os.close(master)
+        if not tty:
+            assert proc.stderr is not None and proc.stderr.read() == b""
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    assert "reading tensors" in run()
+    assert "reading tensors" not in run("--quiet")
+    run(tty=False)
