@@ -1,7 +1,7 @@
 """Rules: the analyses' results -> findings with stable codes, in plain language.
 
 Codes and slugs never change meaning; a slug is the anchor of the finding's explanation in
-the HTML report and in docs/findings.md.
+the HTML report and in the README's Findings table.
 """
 
 from __future__ import annotations

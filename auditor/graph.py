@@ -69,6 +69,20 @@ CONFIG_SLOTS: frozenset[tuple[str, int]] = frozenset(
         ("Pad", 2),
         ("Clip", 1),
         ("Clip", 2),
+        # quantization scales: calibration metadata of a quantized weight, not parameters of their own
+        ("DequantizeLinear", 1),
+        ("QuantizeLinear", 1),
+        ("QLinearConv", 1),
+        ("QLinearConv", 4),
+        ("QLinearConv", 6),
+        ("QLinearMatMul", 1),
+        ("QLinearMatMul", 4),
+        ("QLinearMatMul", 6),
+        ("QGemm", 1),
+        ("QGemm", 4),
+        ("QGemm", 7),
+        ("MatMulNBits", 2),
+        ("GatherBlockQuantized", 2),
     }
 )
 

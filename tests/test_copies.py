@@ -237,3 +237,50 @@ def test_generated_weights_are_counted(tmp_path):
     assert report.counts.generated_params == 32 * 48
     assert report.counts.stored_params == 48 * 8
     assert any(f.code == "AUD106" for f in report.findings)
+
+
+@pytest.mark.parametrize("layout", ["per-axis int8", "per-tensor int4", "blocked uint8"])
+def test_dequantized_float_copy_is_found(tmp_path, layout):
+    """A quantized weight read by DequantizeLinear, plus a float tensor holding exactly its
+    dequantized values (as an exporter that kept both would store)."""
+    rows, cols = 16, 12
+    if layout == "per-axis int8":
+        q = RNG.integers(-127, 128, (rows, cols)).astype(np.int8)
+        scale = RNG.uniform(0.01, 0.1, cols).astype(np.float32)
+        zero = np.zeros(cols, np.int8)
+        values = (q.astype(np.float32) - zero) * scale  # axis=1: one scale per column
+        attrs, q_tensor = {"axis": 1}, numpy_helper.from_array(q, "Q")
+    elif layout == "per-tensor int4":
+        q = RNG.integers(-8, 8, (rows, cols)).astype(np.int8)
+        scale, zero = np.array(0.05, np.float32), np.array(0, np.int8)
+        values = q.astype(np.float32) * scale
+        attrs = {}
+        q_tensor = helper.make_tensor("Q", TensorProto.INT4, (rows, cols), q.flatten().tolist())
+        zero = None
+    else:
+        q = RNG.integers(0, 256, (rows, cols)).astype(np.uint8)
+        block = 4  # scales for blocks of 4 rows along axis 0
+        scale = RNG.uniform(0.01, 0.1, (rows // block, cols)).astype(np.float32)
+        zero = np.full((rows // block, cols), 128, np.uint8)
+        values = (q.astype(np.float32) - np.repeat(zero, block, 0)) * np.repeat(scale, block, 0)
+        attrs, q_tensor = {"axis": 0, "block_size": block}, numpy_helper.from_array(q, "Q")
+    inits = [q_tensor, numpy_helper.from_array(np.asarray(scale), "s"), numpy_helper.from_array(values.astype(np.float32), "F")]
+    dq_inputs = ["Q", "s"]
+    if zero is not None:
+        inits.append(numpy_helper.from_array(np.asarray(zero), "z"))
+        dq_inputs.append("z")
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", dq_inputs, ["Qd"], **attrs),
+         helper.make_node("MatMul", ["x", "Qd"], ["y1"]), helper.make_node("MatMul", ["x", "F"], ["y2"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, cols]) for o in ("y1", "y2")], inits,
+    )  # fmt: skip
+    path = tmp_path / "dq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
+    report = auditor.audit(path)
+    assert [(g.tensors, g.relation) for g in report.duplicates] == [(("Q", "F"), "dequantized")]
+    assert report.counts.stored_params == 2 * rows * cols
+    assert report.counts.unique_params == rows * cols
+    q_bytes = rows * cols // 2 if layout == "per-tensor int4" else rows * cols
+    # scales and zero points are quantization metadata, not parameters
+    assert report.counts.unique_bytes == q_bytes
