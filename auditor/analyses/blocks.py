@@ -47,7 +47,8 @@ class RepeatedBlocks:
     bytes_per_block: int
     saved_params_if_shared: int  # one set of weights for all blocks (ALBERT-style)
     saved_bytes_if_shared: int
-    saved_params_if_pairs_shared: int  # adjacent blocks share in pairs
+    saved_params_if_pairs_shared: int  # blocks 0+1, 2+3... share one set per pair
+    saved_bytes_if_pairs_shared: int
     mean_distance: float | None
     distances: tuple[PositionDistance, ...]
 
@@ -158,6 +159,23 @@ def find_block_families(model: ModelGraph, params: Sequence[TensorInfo]) -> tupl
     return tuple(families)
 
 
+def _saved_by_sharing(
+    blocks: Sequence[tuple[str, ...]],
+    pairs: Sequence[tuple[int, int]],
+    by_id: Mapping[str, TensorInfo],
+    copy_head: Mapping[str, str],
+) -> tuple[int, int]:
+    """Params and bytes saved if block j used block i's weights, for each (i, j); tensors that
+    already are copies of their counterpart save nothing more."""
+    params = size = 0
+    for keep, drop in pairs:
+        for base, other in zip(blocks[keep], blocks[drop]):
+            if copy_head.get(other, other) != copy_head.get(base, base):
+                params += by_id[other].numel
+                size += by_id[other].nbytes
+    return params, size
+
+
 def describe_families(
     families: Sequence[BlockFamily],
     params: Sequence[TensorInfo],
@@ -171,12 +189,10 @@ def describe_families(
     described = []
     for family in families:
         first = family.blocks[0]
-        saved_params = saved_bytes = 0
-        for block in family.blocks[1:]:
-            for base, other in zip(first, block):
-                if copy_head.get(other, other) != copy_head.get(base, base):
-                    saved_params += by_id[other].numel
-                    saved_bytes += by_id[other].nbytes
+        saved_params, saved_bytes = _saved_by_sharing(family.blocks, [(0, j) for j in range(1, len(family.blocks))],
+                                                      by_id, copy_head)  # fmt: skip
+        pairs = [(j, j + 1) for j in range(0, len(family.blocks) - 1, 2)]
+        pair_params, pair_bytes = _saved_by_sharing(family.blocks, pairs, by_id, copy_head)
         if saved_params == 0:
             continue
         positions = []
@@ -201,7 +217,8 @@ def describe_families(
                 bytes_per_block=sum(by_id[t].nbytes for t in first),
                 saved_params_if_shared=saved_params,
                 saved_bytes_if_shared=saved_bytes,
-                saved_params_if_pairs_shared=per_block * (len(family.blocks) // 2),
+                saved_params_if_pairs_shared=pair_params,
+                saved_bytes_if_pairs_shared=pair_bytes,
                 mean_distance=round(float(np.mean(finite)), 6) if finite else None,
                 distances=tuple(positions),
             )
