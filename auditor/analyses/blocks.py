@@ -50,6 +50,7 @@ class RepeatedBlocks:
     saved_params_if_pairs_shared: int  # blocks 0+1, 2+3... share one set per pair
     saved_bytes_if_pairs_shared: int
     mean_distance: float | None
+    boundary_distances: tuple[float | None, ...]  # mean over positions between blocks j and j+1
     distances: tuple[PositionDistance, ...]
 
 
@@ -209,6 +210,10 @@ def describe_families(
                 adjacent.append(round(math.sqrt(squared) / scale, 6) if scale else 0.0)
             positions.append(PositionDistance(t, tensor, tuple(adjacent)))
         finite = [d for p in positions for d in p.adjacent if d is not None]
+        boundaries = []
+        for j in range(len(family.blocks) - 1):
+            known = [p.adjacent[j] for p in positions if p.adjacent[j] is not None]
+            boundaries.append(round(float(np.mean(known)), 6) if known else None)
         per_block = sum(by_id[t].numel for t in first)
         described.append(
             RepeatedBlocks(
@@ -220,6 +225,7 @@ def describe_families(
                 saved_params_if_pairs_shared=pair_params,
                 saved_bytes_if_pairs_shared=pair_bytes,
                 mean_distance=round(float(np.mean(finite)), 6) if finite else None,
+                boundary_distances=tuple(boundaries),
                 distances=tuple(positions),
             )
         )
