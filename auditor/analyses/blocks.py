@@ -212,7 +212,7 @@ def describe_families(
         finite = [d for p in positions for d in p.adjacent if d is not None]
         boundaries = []
         for j in range(len(family.blocks) - 1):
-            known = [p.adjacent[j] for p in positions if p.adjacent[j] is not None]
+            known = [d for p in positions if (d := p.adjacent[j]) is not None]
             boundaries.append(round(float(np.mean(known)), 6) if known else None)
         per_block = sum(by_id[t].numel for t in first)
         described.append(
