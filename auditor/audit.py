@@ -44,7 +44,7 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
     lockstep_ids = [[block[t] for block in f.blocks] for f in families for t in range(len(f.blocks[0]))]
     in_lockstep = {tid for group in lockstep_ids for tid in group}
     by_id = {t.id: t for t in params}
-    readable = _with_possible_partner(params, [d.values.size for d in dequantized])
+    readable = _with_possible_partner(params, [d.numel for d in dequantized])
     if progress is not None:
         progress.start(sum(t.nbytes for t in readable))
     prints, dots = fingerprint_all(
@@ -52,7 +52,11 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
         [[by_id[tid] for tid in group] for group in lockstep_ids],
         progress,
     )
-    dequantized_prints = {d.source: fingerprint_array(d.source, d.values) for d in dequantized}
+    dequantized_prints = {}
+    for weight in dequantized:  # one dequantized array in memory at a time
+        values = weight.compute()
+        if values is not None:
+            dequantized_prints[weight.source] = fingerprint_array(weight.source, values)
 
     edges = digest_edges(params, {tid: fp.digest for tid, fp in prints.items()})
     edges += transformed_edges(params, prints, edges, dequantized, dequantized_prints)

@@ -276,13 +276,26 @@ class ModelGraph:
         body = self.scopes[node.invokes[0]]
         if index >= len(body.inputs) or index - 1 >= len(body.outputs):
             return None
-        body_input, body_output = body.inputs[index], body.outputs[index - 1]
-        while body_output != body_input:  # through Identity chains
-            producer = self.producer_of.get(body_output)
-            if producer is None or self.nodes[producer].op_type != "Identity":
-                return None
-            body_output = self.nodes[producer].inputs[0]
-        return body_input
+        body_input = body.inputs[index]
+        return body_input if self.before_identities(body.outputs[index - 1]) == body_input else None
+
+    def before_identities(self, value: str) -> str:
+        """The value that ``value`` copies through a chain of Identity ops (itself if none)."""
+        seen = {value}
+        while (producer := self.producer_of.get(value)) is not None:
+            node = self.nodes[producer]
+            if node.op_type != "Identity" or not node.inputs or node.inputs[0] in seen:
+                break  # a cycle can only come from a malformed file: stop where it starts
+            value = node.inputs[0]
+            seen.add(value)
+        return value
+
+    def small_constant(self, value: str, limit: int = 16) -> np.ndarray | None:
+        """The values of a stored tensor of at most ``limit`` elements (trip counts, shapes)."""
+        tensor = self.tensors.get(value)
+        if tensor is None or tensor.numel > limit:
+            return None
+        return np.asarray(tensor.read())
 
     def terminal_uses(self, value: str) -> tuple[Use, ...]:
         """The nodes that apply ``value``, looking through view ops."""

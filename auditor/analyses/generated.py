@@ -29,9 +29,9 @@ def _generated_elements(model: ModelGraph, node: OpNode) -> int | None:
     if node.op_type in ("RandomNormal", "RandomUniform"):
         raw = node.attrs.get("shape")
         shape = tuple(int(d) for d in raw) if isinstance(raw, list) else None
-    elif node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] in model.tensors:
-        tensor = model.tensors[node.inputs[0]]
-        shape = tuple(int(d) for d in np.asarray(tensor.read()).reshape(-1)) if tensor.numel <= 16 else None
+    elif node.op_type == "ConstantOfShape" and node.inputs:
+        dims = model.small_constant(node.inputs[0])
+        shape = tuple(int(d) for d in dims.reshape(-1)) if dims is not None and dims.dtype.kind in "iu" else None
     elif node.inputs:  # *Like ops: the shape of their input
         shape = model.value_shapes.get(node.inputs[0])
         if node.inputs[0] in model.tensors:

@@ -27,7 +27,7 @@ def shared_tensors(
     shared = []
     for tensor in params:
         apps = applications[tensor.id]
-        if len(apps.uses) >= 2 or (apps.applications or apps.lower_bound) >= 2 or (apps.in_loop and apps.applications != 1):
+        if len(apps.uses) >= 2 or (apps.applications or apps.lower_bound) >= 2 or (apps.in_loop and apps.applications is None):
             consumers = tuple(f"{model.nodes[u.node].op_type} {u.node}" for u in apps.uses)
             shared.append(SharedTensor(tensor.id, tensor.stored_elements, len(apps.uses), apps.applications, consumers))
     shared.sort(key=lambda s: (-s.numel * (s.applications or 0), s.tensor))

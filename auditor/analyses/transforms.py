@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from auditor.analyses.copies import CopyEdge
 from auditor.analyses.fingerprint import Fingerprint
-from auditor.graph import ModelGraph, TensorInfo
+from auditor.graph import ModelGraph, OpNode, TensorInfo
 
 _LOW_PRECISION = {"float16": 1e-3, "bfloat16": 8e-3, "float8e4m3fn": 0.07, "float8e5m2": 0.13}
 _MAX_PERMUTED_RANK = 4
@@ -25,10 +25,12 @@ _SCALE_RTOL = 1e-5
 
 @dataclass(frozen=True)
 class Dequantized:
-    """Float values of a quantized weight: ``values = (q - zero_point) * scale``."""
+    """Float values of a quantized weight, ``(q - zero_point) * scale``, computed on demand
+    (so that only one is in memory at a time)."""
 
     source: str  # the integer tensor
-    values: np.ndarray
+    numel: int
+    compute: Callable[[], np.ndarray | None] = field(compare=False, repr=False)
 
 
 def _layouts(a: np.ndarray, shape: tuple[int, ...]) -> Iterator[tuple[np.ndarray, bool]]:
@@ -139,21 +141,51 @@ def transformed_edges(
         fq = (dequantized_prints or {}).get(source.source)
         if fq is None or fq.sumsq <= 0:
             continue
-        for fp in buckets.get(source.values.size, ()):
+        for fp in buckets.get(source.numel, ()):
             if not (_close(fp.sumsq, fq.sumsq, 1e-3) and _close(fp.peak_ratio, fq.peak_ratio, 1e-3)):
                 continue
+            dequantized_values = source.compute()
+            if dequantized_values is None:
+                break
             target = by_id[fp.tensor]
             values = np.asarray(target.read(), dtype=np.float32)
             atol = 1e-5 * max(abs(fq.minimum), abs(fq.maximum))
-            if any(np.allclose(values, view, rtol=1e-5, atol=atol) for view, _ in _layouts(source.values, target.shape)):
+            if any(np.allclose(values, view, rtol=1e-5, atol=atol) for view, _ in _layouts(dequantized_values, target.shape)):
                 edges.append(CopyEdge(source.source, target.id, "dequantized"))
     return edges
 
 
-def dequantized_weights(model: ModelGraph, params: Sequence[TensorInfo], max_elements: int = 1 << 26) -> list[Dequantized]:
+def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int, block: int) -> np.ndarray | None:
+    """(q - zero) * scale per tensor, per axis or in blocks along ``axis``; None if malformed."""
+    values = q.astype(np.float32)
+    if scale.size > 1:
+        if not -values.ndim <= axis < values.ndim:
+            return None
+        axis %= values.ndim
+        if block > 0:
+            scale, zero = np.repeat(scale, block, axis=axis), np.repeat(zero, block, axis=axis)
+            if scale.shape[axis] < values.shape[axis]:
+                return None
+            scale = scale.take(range(values.shape[axis]), axis=axis)
+            zero = zero.take(range(values.shape[axis]), axis=axis)
+        else:
+            shape = [1] * values.ndim
+            shape[axis] = scale.size
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+    try:
+        return np.asarray((values - zero) * scale, dtype=np.float32)
+    except ValueError:  # shapes that do not broadcast: the file is malformed, relate nothing
+        return None
+
+
+def dequantized_weights(
+    model: ModelGraph, params: Sequence[TensorInfo], max_elements: int = 1 << 26
+) -> list[Dequantized]:
     """Float values of each stored quantized weight read by a DequantizeLinear with stored scale
-    and zero point (per tensor, per axis or blocked)."""
+    and zero point (per tensor, per axis or blocked) — only where a float parameter of the same
+    size exists, since otherwise there is nothing it could be a copy of."""
     param_ids = {t.id for t in params}
+    float_sizes = {t.numel for t in params if t.is_float}
     found = []
     for node in model.nodes.values():
         if node.op_type != "DequantizeLinear" or len(node.inputs) < 2:
@@ -163,21 +195,20 @@ def dequantized_weights(model: ModelGraph, params: Sequence[TensorInfo], max_ele
         if q_id not in param_ids or scale_id not in model.tensors or (zero_id and zero_id not in model.tensors):
             continue
         q = model.tensors[q_id]
-        if q.numel > max_elements:
+        if q.numel > max_elements or q.numel not in float_sizes:
             continue
-        values = np.asarray(q.read()).astype(np.float32)
-        scale = np.asarray(model.tensors[scale_id].read(), dtype=np.float32)
-        zero = np.asarray(model.tensors[zero_id].read()).astype(np.float32) if zero_id else np.zeros_like(scale)
-        axis = int(node.attrs.get("axis", 1)) % max(values.ndim, 1)
-        block = int(node.attrs.get("block_size", 0) or 0)
-        if scale.size > 1:
-            if block:
-                scale, zero = np.repeat(scale, block, axis=axis), np.repeat(zero, block, axis=axis)
-                scale = scale.take(range(values.shape[axis]), axis=axis)
-                zero = zero.take(range(values.shape[axis]), axis=axis)
-            else:
-                shape = [1] * values.ndim
-                shape[axis] = scale.size
-                scale, zero = scale.reshape(shape), zero.reshape(shape)
-        found.append(Dequantized(q_id, (values - zero) * scale))
+        found.append(Dequantized(q_id, q.numel, _dequantizer(model, node, q)))
     return found
+
+
+def _dequantizer(model: ModelGraph, node: OpNode, q: TensorInfo) -> Callable[[], np.ndarray | None]:
+    def compute() -> np.ndarray | None:
+        scale = np.asarray(model.tensors[node.inputs[1]].read(), dtype=np.float32)
+        zero_id = node.inputs[2] if len(node.inputs) > 2 else ""
+        zero = np.asarray(model.tensors[zero_id].read()).astype(np.float32) if zero_id else np.zeros_like(scale)
+        axis = int(node.attrs.get("axis", 1))
+        block = int(node.attrs.get("block_size", 0) or 0)
+        values = _dequantize(np.asarray(q.read()), scale, zero, axis, block)
+        return values if values is not None and values.size == q.numel else None
+
+    return compute

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
-
 from auditor.errors import AuditError
 from auditor.graph import ModelGraph, OpNode, Use
 
@@ -33,46 +31,36 @@ class Applications:
     in_loop: bool = False  # applied inside a Loop or Scan body
 
 
-def _constant_value(model: ModelGraph, value: str) -> np.ndarray | None:
-    tensor = model.tensors.get(value)
-    if tensor is None or tensor.numel > 16:
-        return None
-    return np.asarray(tensor.read())
-
-
 def _is_passthrough_condition(model: ModelGraph, body: str) -> bool:
     """True when a Loop body never changes its condition (so the loop runs exactly M times)."""
     scope = model.scopes[body]
     if len(scope.inputs) < 2 or not scope.outputs:
         return False
-    cond_in, cond_out = scope.inputs[1], scope.outputs[0]
-    while True:
-        if cond_out == cond_in:
-            return True
-        constant = _constant_value(model, cond_out)
-        if constant is not None:
-            return bool(constant.size == 1 and constant.reshape(()).item())
-        producer = model.producer_of.get(cond_out)
-        if producer is None or model.nodes[producer].op_type != "Identity":
-            return False
-        cond_out = model.nodes[producer].inputs[0]
+    cond_out = model.before_identities(scope.outputs[0])
+    if cond_out == scope.inputs[1]:
+        return True
+    constant = model.small_constant(cond_out)
+    return constant is not None and constant.size == 1 and bool(constant.reshape(()).item())
 
 
 def loop_info(model: ModelGraph, node: OpNode) -> LoopInfo:
     """Trip count of a Loop (static M and a condition the body never changes) or a Scan."""
     if node.op_type == "Loop":
-        trip = _constant_value(model, node.inputs[0]) if node.inputs and node.inputs[0] else None
+        trip = model.small_constant(node.inputs[0]) if node.inputs and node.inputs[0] else None
         if trip is None or trip.size != 1:
             return LoopInfo(node.id, "Loop", None, "the trip count M is computed at run time")
+        if trip.dtype.kind not in "iu":
+            return LoopInfo(node.id, "Loop", None, f"the trip count M is not an integer ({trip.dtype})")
         if len(node.inputs) > 1 and node.inputs[1]:
-            start = _constant_value(model, node.inputs[1])
+            start = model.small_constant(node.inputs[1])
             if start is None:
                 return LoopInfo(node.id, "Loop", None, "the loop condition is computed at run time")
             if not bool(start.reshape(()).item()):
                 return LoopInfo(node.id, "Loop", 0, "")
         if not node.invokes or not _is_passthrough_condition(model, node.invokes[0]):
             return LoopInfo(node.id, "Loop", None, "the body computes its own stop condition")
-        return LoopInfo(node.id, "Loop", int(trip.reshape(()).item()), "")
+        # ONNX runs a loop with M <= 0 zero times
+        return LoopInfo(node.id, "Loop", max(int(trip.reshape(()).item()), 0), "")
     # Scan: the length of the first scan input along its scan axis
     count = int(node.attrs.get("num_scan_inputs", 0) or 0)
     if count <= 0 or len(node.inputs) < count:
@@ -80,8 +68,9 @@ def loop_info(model: ModelGraph, node: OpNode) -> LoopInfo:
     first = node.inputs[len(node.inputs) - count]
     axes = node.attrs.get("scan_input_axes") or [0]
     shape = model.tensors[first].shape if first in model.tensors else model.value_shapes.get(first)
-    if shape:
-        length = shape[int(axes[0]) % len(shape)]
+    axis = int(axes[0])
+    if shape and -len(shape) <= axis < len(shape):
+        length = shape[axis]
         if length is not None:
             return LoopInfo(node.id, "Scan", int(length), "")
     return LoopInfo(node.id, "Scan", None, "the scanned sequence length is dynamic")
@@ -114,9 +103,18 @@ def count_applications(model: ModelGraph, value: str, loop_table: dict[str, Loop
             relevant.add(scope)
             frontier.extend(_enclosing(model, scope))
 
+    memo: dict[tuple[str, bool], int | None] = {}
+
     def evaluate(scope: str, lower: bool, depth: int) -> int | None:
+        # memoised: functions calling functions would otherwise cost exponential time
+        if (scope, lower) in memo:
+            return memo[(scope, lower)]
         if depth > _MAX_NESTING:
             raise AuditError("invalid-model", "subgraphs or functions nest too deeply (recursive function?)")
+        memo[(scope, lower)] = result = _evaluate(scope, lower, depth)
+        return result
+
+    def _evaluate(scope: str, lower: bool, depth: int) -> int | None:
         total = direct.get(scope, 0)
         for node in model.runners_by_scope.get(scope, ()):
             inner = [s for s in node.invokes if s in relevant]

@@ -69,6 +69,8 @@ class _ExternalResolver:
         location = info.get("location", "")
         if not location:
             raise AuditError("external-data-invalid", f"tensor '{tensor.name}' has external data with no location")
+        if "\0" in location:
+            raise AuditError("external-data-invalid", f"tensor '{tensor.name}': external data location holds a NUL byte")
         pure = Path(location.replace("\\", "/"))
         if pure.is_absolute() or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
             raise AuditError(
@@ -184,10 +186,23 @@ class _Builder:
         self.scopes: dict[str, Scope] = {}
         self.value_shapes: dict[str, tuple[int | None, ...]] = {}
         self.functions = {(f.domain, f.name): f"fn:{f.domain}:{f.name}" for f in model.functions}
+        self.value_owner: dict[str, str] = {}  # value id -> scope defining it (ids must not collide)
+
+    def _claim(self, scope: str, name: str, kind: str) -> str:
+        """A fresh value id for ``name`` defined in ``scope``; a second definition is an error
+        (ONNX graphs are in SSA form), so no stored tensor can hide behind another."""
+        value_id = self._value_id(scope, name)
+        if value_id in self.value_owner:
+            where = f" in {scope}" if scope else ""
+            raise AuditError("invalid-model", f"'{name}'{where} is defined twice (second time as {kind})")
+        self.value_owner[value_id] = scope
+        return value_id
 
     # -- tensors ------------------------------------------------------------------------------
 
     def _dense(self, tensor: TensorProto, value_id: str, scope: str, origin: str) -> TensorInfo:
+        if tensor.data_type not in TensorProto.DataType.values() or tensor.data_type == TensorProto.UNDEFINED:
+            raise AuditError("invalid-model", f"tensor '{tensor.name}' has an unknown data type {tensor.data_type}")
         shape = tuple(int(d) for d in tensor.dims)
         if any(d < 0 for d in shape):
             raise AuditError("invalid-model", f"tensor '{tensor.name}' has a negative dimension")
@@ -210,12 +225,20 @@ class _Builder:
         indices = self._dense(sparse.indices, value_id, scope, "sparse_initializer")
         shape = tuple(int(d) for d in sparse.dims)
 
+        name = sparse.values.name
+
         def read() -> np.ndarray:
             dense = np.zeros(math.prod(shape), dtype=values.read().dtype)
-            flat_index = indices.read().astype(np.int64)
-            if flat_index.ndim == 2:  # [nnz, rank] coordinates
-                flat_index = np.ravel_multi_index(tuple(flat_index.T), shape)
-            dense[flat_index.reshape(-1)] = values.read().reshape(-1)
+            try:
+                flat_index = indices.read().astype(np.int64)
+                if flat_index.ndim == 2:  # [nnz, rank] coordinates
+                    flat_index = np.ravel_multi_index(tuple(flat_index.T), shape)
+                flat_index = flat_index.reshape(-1)
+                if flat_index.size != values.numel or (flat_index.size and (flat_index.min() < 0 or flat_index.max() >= dense.size)):
+                    raise ValueError("indices do not match the values or the shape")
+                dense[flat_index] = values.read().reshape(-1)
+            except ValueError as exc:
+                raise AuditError("invalid-model", f"sparse tensor '{name}' is malformed: {exc}") from None
             return dense.reshape(shape)
 
         return TensorInfo(
@@ -296,21 +319,25 @@ class _Builder:
             raise AuditError("invalid-model", "more than 100000 nested graphs; refusing to walk further")
         names = dict(outer)  # names visible here: outer scope first, shadowed by local definitions
 
-        def define(name: str) -> str:
-            names[name] = self._value_id(scope, name)
+        def define(name: str, kind: str) -> str:
+            names[name] = self._claim(scope, name, kind)
             return names[name]
 
-        inputs = tuple(define(v.name) for v in graph.input)
-        for tensor in graph.initializer:
-            value_id = define(tensor.name)
+        inputs = tuple(define(v.name, "an input") for v in graph.input)
+        input_names = {v.name for v in graph.input}
+        for tensor in graph.initializer:  # an initializer may give an input its default value
+            value_id = names[tensor.name] if tensor.name in input_names else define(tensor.name, "an initializer")
+            input_names.discard(tensor.name)
             self.tensors[value_id] = self._dense(tensor, value_id, scope, "initializer")
         for sparse in graph.sparse_initializer:
-            value_id = define(sparse.values.name)
+            name = sparse.values.name
+            value_id = names[name] if name in input_names else define(name, "a sparse initializer")
+            input_names.discard(name)
             self.tensors[value_id] = self._sparse(sparse, value_id, scope)
         for node in graph.node:
             for out in node.output:
                 if out:
-                    define(out)
+                    define(out, "a node output")
         self._record_shapes(list(graph.input) + list(graph.value_info) + list(graph.output), scope)
 
         self.scopes[scope] = Scope(scope, kind, owner, attr, inputs, ())
@@ -350,7 +377,11 @@ class _Builder:
                     self._graph(sub, sub_scope, "subgraph", node_id, attr.name, names)
                     invokes.append(sub_scope)
             elif attr.type == AttributeProto.TENSOR and math.prod(attr.t.dims) <= 16:
-                attrs[attr.name] = numpy_helper.to_array(attr.t) if attr.t.data_location != TensorProto.EXTERNAL else None
+                if attr.t.data_location == TensorProto.EXTERNAL:
+                    attrs[attr.name] = None
+                else:
+                    _check_inline_size(attr.t, math.prod(attr.t.dims), _nbytes(attr.t.data_type, math.prod(attr.t.dims)))
+                    attrs[attr.name] = numpy_helper.to_array(attr.t)
             elif attr.type in (AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.STRING,
                                AttributeProto.INTS, AttributeProto.FLOATS):  # fmt: skip
                 value = helper.get_attribute_value(attr)
@@ -377,11 +408,11 @@ class _Builder:
     def _function(self, function: onnx.FunctionProto) -> None:
         scope = self.functions[(function.domain, function.name)]
         names: dict[str, str] = {}
-        inputs = tuple(names.setdefault(name, self._value_id(scope, name)) for name in function.input)
+        inputs = tuple(names.setdefault(name, self._claim(scope, name, "an input")) for name in function.input)
         for node in function.node:
             for out in node.output:
                 if out:
-                    names[out] = self._value_id(scope, out)
+                    names[out] = self._claim(scope, out, "a node output")
         for attr_name in function.attribute:
             names.setdefault(attr_name, self._value_id(scope, attr_name))
         self.scopes[scope] = Scope(scope, "function", None, None, inputs, ())
