@@ -288,3 +288,16 @@ def test_dequantized_float_copy_is_found(tmp_path, layout):
     q_bytes = rows * cols // 2 if layout == "per-tensor int4" else rows * cols
     # scales and zero points are quantization metadata, not parameters
     assert report.counts.unique_bytes == q_bytes
+
+
+def test_near_groups_stay_within_the_tolerance_of_their_first_tensor(tmp_path):
+    """A, A + d, A + 2d with |d| / |A| = 0.006: A-B and B-C are within 0.01, A-C is not. No
+    group may hold tensors farther than the tolerance from its first tensor."""
+    a = RNG.standard_normal((32, 32)).astype(np.float32)
+    d = RNG.standard_normal((32, 32)).astype(np.float32)
+    d *= np.float32(0.006 * np.linalg.norm(a) / np.linalg.norm(d))
+    inits = {"A": a, "B": a + d, "C": a + 2 * d}
+    nodes = [helper.make_node("MatMul", ["x", k], [f"y_{k}"]) for k in inits]
+    report = auditor.audit(_save(tmp_path, nodes, [("x", [1, 32])], [f"y_{k}" for k in inits], inits), near=0.01)
+    assert [g.tensors for g in report.shareable] == [("A", "B")]
+    assert report.shareable[0].distance <= 0.01

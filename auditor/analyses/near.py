@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from networkx.utils import UnionFind
 
 from auditor.analyses.fingerprint import SKETCH_DIM, Fingerprint
 from auditor.graph import TensorInfo, value_chunks
 
 DEFAULT_TOLERANCE = 0.01
+MIN_ELEMENTS = 64  # smaller tensors (a few biases) are not worth sharing and crowd the search
+_WINDOW = 32
 _BANDS = 8
 _HYPERPLANES = np.random.default_rng(7).standard_normal((_BANDS * 24, SKETCH_DIM))
 
@@ -72,24 +73,29 @@ def near_duplicates(
     planes = _HYPERPLANES[: _BANDS * bits].reshape(_BANDS, bits, SKETCH_DIM)
     weights = 1 << np.arange(bits, dtype=np.int64)
     buckets: dict[tuple[int, int, int], list[str]] = defaultdict(list)
+    units: dict[str, np.ndarray] = {}
+    order = {t.id: i for i, t in enumerate(tensors)}
     for tensor in tensors:
         fp = prints.get(tensor.id)
         if fp is None or not tensor.is_float or tensor.nnz is not None or fp.sumsq <= 0:
             continue
+        if tensor.numel < MIN_ELEMENTS:
+            continue
         if same_group.get(tensor.id, tensor.id) != tensor.id:  # a stored copy: its head stands for it
             continue
-        unit = fp.sketch / (np.linalg.norm(fp.sketch) or 1.0)
+        unit = units[tensor.id] = fp.sketch / (np.linalg.norm(fp.sketch) or 1.0)
         signs = (planes @ unit > 0).astype(np.int64) @ weights
         for band, code in enumerate(signs):
             buckets[(tensor.numel, band, int(code))].append(tensor.id)
     pairs: set[tuple[str, str]] = set()
     for members in buckets.values():
+        # tensors sharing a bucket are paired with their nearest few in sketch order, so that a
+        # crowd of look-alikes (hundreds of similar small tensors) cannot make the work quadratic
+        members.sort(key=lambda tid: float(units[tid][0]))
         for i, first in enumerate(members):
-            for second in members[i + 1 :]:
-                pairs.add((first, second))
-    order = {t.id: i for i, t in enumerate(tensors)}
-    linked = UnionFind()
-    measured: dict[tuple[str, str], tuple[float, float]] = {}
+            for second in members[i + 1 : i + 1 + _WINDOW]:
+                pairs.add((first, second) if order[first] < order[second] else (second, first))
+    neighbours: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
     for first, second in sorted(pairs, key=lambda p: (order[p[0]], order[p[1]])):
         fa, fb = prints[first], prints[second]
         sketch_distance = np.linalg.norm(fa.sketch - fb.sketch) / max(np.linalg.norm(fa.sketch), np.linalg.norm(fb.sketch))
@@ -97,23 +103,27 @@ def near_duplicates(
             continue
         distance, cosine = exact_distance(by_id[first], by_id[second])
         if distance <= tolerance:
-            measured[(first, second)] = (distance, cosine)
-            linked.union(first, second)
+            neighbours[first][second] = neighbours[second][first] = (distance, cosine)
+    # star groups: each group's tensors are within the tolerance of its first tensor (chains of
+    # near pairs would otherwise drift beyond it)
     groups = []
-    for members in linked.to_sets():
-        ids = sorted(members, key=order.__getitem__)
-        head = ids[0]
-        stats = [measured.get((head, other)) or measured.get((other, head)) or exact_distance(by_id[head], by_id[other])
-                 for other in ids[1:]]  # fmt: skip
-        others = [by_id[i] for i in ids[1:]]
+    assigned: set[str] = set()
+    for head in sorted(neighbours, key=order.__getitem__):
+        if head in assigned:
+            continue
+        others = sorted((t for t in neighbours[head] if t not in assigned), key=order.__getitem__)
+        if not others:
+            continue
+        assigned.update([head, *others])
+        stats = [neighbours[head][t] for t in others]
         groups.append(
             NearGroup(
-                tensors=tuple(ids),
+                tensors=(head, *others),
                 relation="near",
                 distance=max(s[0] for s in stats),
                 cosine=min(s[1] for s in stats),
-                saved_params=sum(t.numel for t in others),
-                saved_bytes=sum(t.nbytes for t in others),
+                saved_params=sum(by_id[t].numel for t in others),
+                saved_bytes=sum(by_id[t].nbytes for t in others),
             )
         )
     groups.sort(key=lambda g: (-g.saved_bytes, g.tensors))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+from networkx.utils import UnionFind
 
 from auditor.analyses.copies import CopyEdge
 from auditor.analyses.fingerprint import Fingerprint
@@ -21,6 +22,7 @@ from auditor.graph import ModelGraph, OpNode, TensorInfo
 _LOW_PRECISION = {"float16": 1e-3, "bfloat16": 8e-3, "float8e4m3fn": 0.07, "float8e5m2": 0.13}
 _MAX_PERMUTED_RANK = 4
 _SCALE_RTOL = 1e-5
+_WINDOW = 32  # at most this many look-alike neighbours are tried per tensor
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def _candidate_pairs(group: Sequence[Fingerprint], rtol: float) -> Iterator[tupl
     """Pairs whose scale-free peak ratio agrees within ``rtol``: a sort and a sweep, not all pairs."""
     ordered = sorted(group, key=lambda f: f.peak_ratio)
     for i, first in enumerate(ordered):
-        for second in ordered[i + 1 :]:
+        for second in ordered[i + 1 : i + 1 + _WINDOW]:
             if second.peak_ratio > first.peak_ratio * (1 + rtol) + 1e-12:
                 break
             yield first, second
@@ -119,11 +121,14 @@ def transformed_edges(
     """Transposed, cast and scaled copies among float tensors, and float copies of dequantized
     weights. Pairs already linked by ``already`` are skipped."""
     by_id = {t.id: t for t in tensors}
-    linked = {frozenset((e.source, e.copy)) for e in already}
+    linked = UnionFind()
+    for known in already:
+        linked.union(known.source, known.copy)
+    stand_ins = {known.copy for known in already}  # byte copies: the tensor they copy stands for them
     buckets: dict[int, list[Fingerprint]] = defaultdict(list)
     for tensor in tensors:
         fp = prints.get(tensor.id)
-        if fp is not None and tensor.is_float and tensor.nnz is None and fp.sumsq > 0:
+        if fp is not None and tensor.is_float and tensor.nnz is None and fp.sumsq > 0 and tensor.id not in stand_ins:
             buckets[tensor.numel].append(fp)
     edges: list[CopyEdge] = []
     order = {t.id: i for i, t in enumerate(tensors)}
@@ -131,12 +136,12 @@ def transformed_edges(
         window = max([4 * _LOW_PRECISION.get(f.dtype, 0.0) for f in group] + [1e-4])
         for first, second in _candidate_pairs(group, window):
             a, b = sorted((by_id[first.tensor], by_id[second.tensor]), key=lambda t: order[t.id])
-            if frozenset((a.id, b.id)) in linked:
+            if linked[a.id] == linked[b.id]:
                 continue
             edge = _relate(a, b, prints[a.id], prints[b.id])
             if edge is not None:
                 edges.append(edge)
-                linked.add(frozenset((a.id, b.id)))
+                linked.union(a.id, b.id)
     for source in dequantized:
         fq = (dequantized_prints or {}).get(source.source)
         if fq is None or fq.sumsq <= 0:
