@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from auditor import __version__
+from auditor._version import __version__
 from auditor.errors import AuditError
 from auditor.findings import SEVERITIES
 
@@ -93,6 +93,10 @@ def run(argv: Sequence[str] | None) -> int:
 
     with progress_bar(enabled=not args.quiet) as progress:
         report, model = audit_with_graph(args.model, near=args.near, progress=progress)
+    weights = {t.external.path for t in model.tensors.values() if t.external is not None}
+    for out in (args.html, args.json, args.graphml):
+        if out and str(Path(out).resolve()) in weights:
+            raise AuditError("output-is-input", f"refusing to write a report over the model's external data: {out}")
     if args.json:
         from auditor.report.json_report import render_json
 
@@ -102,11 +106,9 @@ def run(argv: Sequence[str] | None) -> int:
 
         _write(args.html, render_html(report))
     if args.graphml:
-        import networkx as nx
+        from auditor.graph import graphml_lines
 
-        from auditor.graph import to_networkx
-
-        _write(args.graphml, "\n".join(nx.generate_graphml(to_networkx(model))))
+        _write(args.graphml, "\n".join(graphml_lines(model)))
     if not args.quiet:
         from auditor.report.terminal import render_terminal
 
@@ -138,6 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         sys.stderr.write(f"audit: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a malformed file the checks above missed: still one line, never 1
+        if debug:
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        sys.stderr.write(
+            f"audit: error: could not audit the model ({type(exc).__name__}: {detail}); the file may be "
+            "malformed, --debug shows the traceback [audit-failed]\n"
+        )
         return EXIT_BAD_INPUT
 
 

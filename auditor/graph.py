@@ -8,6 +8,7 @@ read only through :meth:`TensorInfo.read`, which memory-maps external data.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -326,6 +327,26 @@ class ModelGraph:
             if current.owner is None:
                 return chain
             chain.append(self.nodes[current.owner].scope)
+
+
+def graphml_lines(model: ModelGraph) -> Iterator[str]:
+    """The graph of tensor reuse as GraphML. Characters XML cannot hold (control characters a
+    hostile file may put in names) are written as \\xNN escapes."""
+    graph = to_networkx(model)
+    if any(_XML_UNSAFE.search(str(n)) for n in graph):
+        graph = nx.relabel_nodes(graph, {n: _xml_safe(n) for n in graph})
+    for _, data in list(graph.nodes(data=True)) + [(None, d) for *_, d in graph.edges(data=True)]:
+        for key, value in data.items():
+            if isinstance(value, str):
+                data[key] = _xml_safe(value)
+    yield from nx.generate_graphml(graph)
+
+
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(text: str) -> str:
+    return _XML_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def to_networkx(model: ModelGraph) -> nx.MultiDiGraph:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from auditor import __version__
+from auditor._version import __version__
 from auditor.findings import human, human_bytes
 from auditor.report.json_report import report_dict
 from auditor.report.model import Report
