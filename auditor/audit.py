@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
-from typing import Sequence
 
 from auditor.analyses.blocks import describe_families, find_block_families
 from auditor.analyses.copies import digest_edges, group_copies
 from auditor.analyses.counts import count_parameters
 from auditor.analyses.embeddings import embedding_tables
-from auditor.analyses.fingerprint import fingerprint_all, fingerprint_array
+from auditor.analyses.fingerprint import fingerprint_all, fingerprint_array, worth_reading
 from auditor.analyses.generated import generated_parameters
 from auditor.analyses.near import DEFAULT_TOLERANCE, near_duplicates
 from auditor.analyses.parameters import parameter_tensors
@@ -18,18 +16,10 @@ from auditor.analyses.sharing import shared_tensors
 from auditor.analyses.transforms import dequantized_weights, transformed_edges
 from auditor.analyses.usage import count_applications, loops
 from auditor.findings import evaluate
-from auditor.graph import ModelGraph, TensorInfo
+from auditor.graph import ModelGraph
 from auditor.load.onnx_file import load_onnx
 from auditor.progress import Progress
 from auditor.report.model import ModelSummary, Report
-
-
-def _with_possible_partner(params: Sequence[TensorInfo], extra_sizes: Sequence[int]) -> list[TensorInfo]:
-    """Tensors that could be a copy or near-duplicate of another: some other tensor (or
-    dequantized weight) has as many elements. The rest are never read."""
-    sizes = Counter(t.numel for t in params if t.nnz is None)
-    sizes.update(extra_sizes)
-    return [t for t in params if t.nnz is None and sizes[t.numel] >= 2 and t.numel > 0]
 
 
 def analyse(model: ModelGraph, near: float | None = None, progress: Progress | None = None) -> Report:
@@ -44,9 +34,10 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
     lockstep_ids = [[block[t] for block in f.blocks] for f in families for t in range(len(f.blocks[0]))]
     in_lockstep = {tid for group in lockstep_ids for tid in group}
     by_id = {t.id: t for t in params}
-    readable = _with_possible_partner(params, [d.numel for d in dequantized])
+    readable = worth_reading(params, [d.numel for d in dequantized])
     if progress is not None:
-        progress.start(sum(t.nbytes for t in readable))
+        readable_ids = {t.id for t in readable}
+        progress.start(sum(t.nbytes for t in readable) + sum(by_id[t].nbytes for t in in_lockstep - readable_ids))
     prints, dots = fingerprint_all(
         [t for t in readable if t.id not in in_lockstep],
         [[by_id[tid] for tid in group] for group in lockstep_ids],
@@ -65,7 +56,7 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
     copy_head = {member: group.tensors[0] for group in duplicates for member in group.tensors}
 
     counts = count_parameters(
-        model, params, duplicates, applications, embedding_tables(model, params), generated_parameters(model)
+        params, duplicates, applications, embedding_tables(model, params), unused, generated_parameters(model)
     )
     shareable = near_duplicates(params, prints, tolerance, copy_head)
     repeated = describe_families(families, params, prints, dots, copy_head)

@@ -73,11 +73,11 @@ def evaluate(
                 "AUD101",
                 "stored-copies",
                 "warning",
-                f"{human(counts.wasted_params)} parameters ({human_bytes(counts.stored_bytes - counts.unique_bytes)}) "
+                f"{human(counts.wasted_params)} parameters ({human_bytes(counts.wasted_bytes)}) "
                 f"are stored more than once ({', '.join(relations)} copies in {len(duplicates)} group{'s' if len(duplicates) != 1 else ''}): "
                 f"the file holds {human(counts.stored_params)} parameters but only {human(counts.unique_params)} "
                 "are distinct. A naive count overstates this model.",
-                {"wasted_params": counts.wasted_params, "wasted_bytes": counts.stored_bytes - counts.unique_bytes,
+                {"wasted_params": counts.wasted_params, "wasted_bytes": counts.wasted_bytes,
                  "groups": len(duplicates)},  # fmt: skip
             )
         )

@@ -319,14 +319,6 @@ class ModelGraph:
             if VIEW_OPS.get(self.nodes[use.node].op_type) == use.index
         )
 
-    def scope_chain(self, scope: str) -> list[str]:
-        """The scope and its enclosing scopes up to a function body or the main graph."""
-        chain = [scope]
-        while True:
-            current = self.scopes[chain[-1]]
-            if current.owner is None:
-                return chain
-            chain.append(self.nodes[current.owner].scope)
 
 
 def graphml_lines(model: ModelGraph) -> Iterator[str]:

@@ -87,7 +87,8 @@ def test_every_form_of_copy_is_merged(copies_model):
     assert copies["Q_float"] == "dequantized"
     assert copies["W_scaled"] == "scaled"
     scaled = next(g for g in report.duplicates if g.relation == "scaled")
-    assert scaled.scale == pytest.approx(0.125 * 1.0, rel=1e-6) or scaled.scale == pytest.approx(8.0, rel=1e-6)
+    assert scaled.tensors == ("W_half", "W_scaled")
+    assert scaled.scale == pytest.approx(0.125, rel=1e-6)  # W_scaled = 0.125 * W_half
     # bytes: 7 float32 + 1 float16 + 1 int8 copies of size n, less what is kept (f16 W and int8 Q)
     stored_bytes = 8 * 4 * n + 2 * n + n
     assert report.counts.stored_bytes == stored_bytes
@@ -114,6 +115,7 @@ def test_relations_without_a_third_tensor(tmp_path):
         assert [g.relation for g in report.duplicates] == [relation.split("_")[0]], relation
         assert report.counts.unique_params == w.size, relation
         if relation == "scaled":
+            assert report.duplicates[0].tensors == ("A", "B")
             assert report.duplicates[0].scale == pytest.approx(-0.5)
 
 

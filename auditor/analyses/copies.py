@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 from networkx.utils import UnionFind
 
 from auditor.graph import TensorInfo, value_chunks
@@ -26,7 +27,8 @@ class CopyEdge:
 
 @dataclass(frozen=True)
 class CopyGroup:
-    """Copies of the first tensor (the one kept) under one relation; the copies are waste."""
+    """Copies of the first tensor (the one kept) under one relation; the copies are waste.
+    For ``scaled``, each copy = ``scale`` * the kept tensor."""
 
     tensors: tuple[str, ...]
     relation: str  # identical | transposed | reshaped | cast | scaled | dequantized
@@ -89,7 +91,12 @@ def group_copies(
                 relation_of[member] = edge
     entries: dict[tuple[str, str, float | None], list[str]] = defaultdict(list)
     for member, edge in relation_of.items():
-        entries[(head_of[member], edge.relation, edge.scale)].append(member)
+        # an edge says copy = scale * source; a member reported as the edge's source is
+        # 1/scale times the other end
+        scale = edge.scale
+        if scale is not None and member == edge.source and scale != 0:
+            scale = float(np.float32(1.0 / scale))
+        entries[(head_of[member], edge.relation, scale)].append(member)
     groups = []
     for (head, relation, scale), copies in entries.items():
         copies.sort(key=order.__getitem__)

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 from auditor.analyses.copies import CopyGroup
 from auditor.analyses.usage import Applications
-from auditor.graph import ModelGraph, TensorInfo
+from auditor.graph import TensorInfo
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ class Counts:
         return self.stored_params - self.unique_params
 
     @property
+    def wasted_bytes(self) -> int:
+        return self.stored_bytes - self.unique_bytes
+
+    @property
     def applied_per_unique(self) -> float | None:
         """How many times each unique parameter is applied per forward, on average."""
         if self.applied_params is None or not self.unique_params:
@@ -45,11 +49,11 @@ class Counts:
 
 
 def count_parameters(
-    model: ModelGraph,
     params: Sequence[TensorInfo],
     copies: Sequence[CopyGroup],
     applications: Mapping[str, Applications],
     embeddings: frozenset[str],
+    unused: frozenset[str],
     generated_params: int = 0,
 ) -> Counts:
     """Totals from the de-duplicated set, never from summing report rows."""
@@ -62,7 +66,6 @@ def count_parameters(
     applied = 0
     applied_known = True
     lower = 0
-    unused = 0
     for tensor in params:
         apps = applications[tensor.id]
         if apps.applications is None:
@@ -70,8 +73,6 @@ def count_parameters(
         else:
             applied += tensor.stored_elements * apps.applications
         lower += tensor.stored_elements * apps.lower_bound
-        if not apps.uses and not model.reaches_output(tensor.id):
-            unused += tensor.stored_elements
     return Counts(
         stored_params=stored_params,
         stored_bytes=stored_bytes,
@@ -80,7 +81,7 @@ def count_parameters(
         applied_params=applied if applied_known else None,
         applied_params_lower_bound=lower,
         embedding_params=sum(t.stored_elements for t in params if t.id in embeddings),
-        unused_params=unused,
+        unused_params=sum(t.stored_elements for t in params if t.id in unused),
         generated_params=generated_params,
         by_dtype=dict(sorted(by_dtype.items())),
         parameter_tensors=len(params),

@@ -12,6 +12,7 @@ second read. Work runs on a thread pool: hashing, file reads and numpy release t
 from __future__ import annotations
 
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ _PROJECTION = (np.random.default_rng(20261126).standard_normal((_ROW, SKETCH_DIM
     np.float32
 )
 
-Progress = Callable[[int], None]
+OnBytes = Callable[[int], None]  # told how many bytes were just read
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class _Accumulator:
 
 
 def _fingerprint_group(
-    group: Sequence[TensorInfo], progress: Progress | None
+    group: Sequence[TensorInfo], progress: OnBytes | None
 ) -> tuple[list[Fingerprint], dict[tuple[str, str], float]]:
     """Fingerprint tensors of equal size in lockstep, with dot products of neighbours."""
     accumulators = [_Accumulator(t) for t in group]
@@ -133,10 +134,18 @@ def _fingerprint_group(
     return [a.result() for a in accumulators], dots
 
 
+def worth_reading(params: Sequence[TensorInfo], extra_sizes: Sequence[int] = ()) -> list[TensorInfo]:
+    """Tensors that could be a copy or near-duplicate of another: some other tensor (or a
+    dequantized weight, ``extra_sizes``) has as many elements. The rest are never read."""
+    sizes = Counter(t.numel for t in params if t.nnz is None)
+    sizes.update(extra_sizes)
+    return [t for t in params if t.nnz is None and sizes[t.numel] >= 2 and t.numel > 0]
+
+
 def fingerprint_all(
     singles: Sequence[TensorInfo],
     lockstep: Sequence[Sequence[TensorInfo]] = (),
-    progress: Progress | None = None,
+    progress: OnBytes | None = None,
     workers: int | None = None,
 ) -> tuple[dict[str, Fingerprint], dict[tuple[str, str], float]]:
     """Fingerprints of every tensor given; ``lockstep`` groups (equal sizes) also get the dot

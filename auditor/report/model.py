@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
+from auditor.analyses.blocks import RepeatedBlocks
 from auditor.analyses.copies import CopyGroup
 from auditor.analyses.counts import Counts
+from auditor.analyses.near import NearGroup
 from auditor.analyses.sharing import SharedTensor
 from auditor.analyses.usage import LoopInfo
 from auditor.findings import Finding
@@ -36,9 +38,5 @@ class Report:
     duplicates: tuple[CopyGroup, ...]
     loops: tuple[LoopInfo, ...]
     findings: tuple[Finding, ...]
-    shareable: tuple[Any, ...] = ()
-    repeated_blocks: tuple[Any, ...] = ()
-
-    @property
-    def worst_severity(self) -> str | None:
-        return max(self.findings, key=lambda f: f.rank).severity if self.findings else None
+    shareable: tuple[NearGroup, ...] = ()
+    repeated_blocks: tuple[RepeatedBlocks, ...] = ()
