@@ -252,6 +252,11 @@ class ModelGraph:
         Loop that carries the value through its iterations unchanged: the reads inside the body
         are the uses (and the body's trip count multiplies them).
         """
+        return self.walk_uses(value, self._view_of)
+
+    def walk_uses(self, value: str, passes_on: Callable[[OpNode, int], str | None]) -> Iterator[tuple[Use, bool]]:
+        """Uses of ``value`` and, where ``passes_on(node, index)`` names a value the node passes
+        it on to, the uses of that value too (yielded with False; the others with True)."""
         stack = [value]
         seen: set[str] = set()
         while stack:
@@ -260,15 +265,15 @@ class ModelGraph:
                 continue
             seen.add(current)
             for use in self.consumers.get(current, ()):
-                node = self.nodes[use.node]
-                if VIEW_OPS.get(node.op_type) == use.index and node.outputs and node.outputs[0]:
-                    yield use, False
-                    stack.append(node.outputs[0])
-                elif (carried := self._loop_carried_input(node, use.index)) is not None:
-                    yield use, False
-                    stack.append(carried)
-                else:
-                    yield use, True
+                following = passes_on(self.nodes[use.node], use.index)
+                yield use, following is None
+                if following is not None:
+                    stack.append(following)
+
+    def _view_of(self, node: OpNode, index: int) -> str | None:
+        if VIEW_OPS.get(node.op_type) == index and node.outputs and node.outputs[0]:
+            return node.outputs[0]
+        return self._loop_carried_input(node, index)
 
     def _loop_carried_input(self, node: OpNode, index: int) -> str | None:
         """The body input of a Loop's carried value at ``index`` if the body passes it on unchanged."""

@@ -42,19 +42,12 @@ def _generated_elements(model: ModelGraph, node: OpNode) -> int | None:
 
 
 def _feeds_weight(model: ModelGraph, value: str) -> bool:
-    stack, seen = [value], set()
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for use in model.consumers.get(current, ()):
-            node = model.nodes[use.node]
-            if (node.op_type, use.index) in WEIGHT_SLOTS:
-                return True
-            if VIEW_OPS.get(node.op_type) == use.index or node.op_type in _PASS_THROUGH:
-                stack.extend(o for o in node.outputs if o)
-    return False
+    def passes_on(node: OpNode, index: int) -> str | None:
+        if (VIEW_OPS.get(node.op_type) == index or node.op_type in _PASS_THROUGH) and node.outputs:
+            return node.outputs[0] or None
+        return None
+
+    return any((model.nodes[use.node].op_type, use.index) in WEIGHT_SLOTS for use, _ in model.walk_uses(value, passes_on))
 
 
 def generated_parameters(model: ModelGraph) -> int:
