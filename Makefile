@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/audit samples/albert_like.onnx --html report.html --json report.json
+	$(VENV)/bin/audit samples/albert_like.onnx --html report.html --json report.json --force
 	@echo "wrote $(CURDIR)/report.html and $(CURDIR)/report.json"
 
 # Debian's chromium for the HTML report tests (playwright never downloads a browser here).
