@@ -23,6 +23,9 @@ _LOW_PRECISION = {"float16": 1e-3, "bfloat16": 8e-3, "float8e4m3fn": 0.07, "floa
 _MAX_PERMUTED_RANK = 4
 _SCALE_RTOL = 1e-5
 _WINDOW = 32  # at most this many look-alike neighbours are tried per tensor
+# Below this size a tensor is only matched byte for byte: a few-element bias or scale that is
+# a transform of another is as likely chance as a copy, and crowds of them cost time.
+MIN_ELEMENTS = 64
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,10 @@ def transformed_edges(
     buckets: dict[int, list[Fingerprint]] = defaultdict(list)
     for tensor in tensors:
         fp = prints.get(tensor.id)
-        if fp is not None and tensor.is_float and tensor.nnz is None and fp.sumsq > 0 and tensor.id not in stand_ins:
+        if (
+            fp is not None and tensor.is_float and tensor.nnz is None and fp.sumsq > 0
+            and tensor.id not in stand_ins and tensor.numel >= MIN_ELEMENTS
+        ):  # fmt: skip
             buckets[tensor.numel].append(fp)
     edges: list[CopyEdge] = []
     order = {t.id: i for i, t in enumerate(tensors)}
