@@ -45,10 +45,6 @@ class Fingerprint:
     sketch: np.ndarray = field(default_factory=lambda: np.zeros(SKETCH_DIM), compare=False, repr=False)
 
     @property
-    def norm(self) -> float:
-        return float(np.sqrt(self.sumsq))
-
-    @property
     def rms(self) -> float:
         return float(np.sqrt(self.sumsq / self.numel)) if self.numel else 0.0
 
