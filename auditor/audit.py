@@ -8,13 +8,15 @@ from auditor.analyses.blocks import describe_families, find_block_families
 from auditor.analyses.copies import digest_edges, group_copies
 from auditor.analyses.counts import count_parameters
 from auditor.analyses.embeddings import embedding_tables
+from auditor.analyses.experts import expert_banks
 from auditor.analyses.fingerprint import fingerprint_all, fingerprint_array, worth_reading
-from auditor.analyses.generated import generated_parameters
+from auditor.analyses.generated import generated_weights
+from auditor.analyses.initial_values import initial_value_tensors
 from auditor.analyses.near import DEFAULT_TOLERANCE, near_duplicates
-from auditor.analyses.parameters import parameter_tensors
+from auditor.analyses.parameters import parameter_tensors, unknown_roles
 from auditor.analyses.sharing import shared_tensors
 from auditor.analyses.transforms import dequantized_weights, transformed_edges
-from auditor.analyses.usage import count_applications, loops
+from auditor.analyses.usage import applied_totals, count_applications, loops, reads_of
 from auditor.findings import evaluate
 from auditor.graph import ModelGraph
 from auditor.load.onnx_file import load_onnx
@@ -27,7 +29,19 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
     tolerance = DEFAULT_TOLERANCE if near is None else near
     params = parameter_tensors(model)
     loop_table = loops(model)
-    applications = {t.id: count_applications(model, t.id, loop_table) for t in params}
+    applications = {
+        t.id: count_applications(
+            model, reads_of(model, t.id, t.shape, stored=t.stored_elements), loop_table, t.shape, t.stored_elements
+        )
+        for t in params
+    }
+    generated = generated_weights(model)
+    banks = expert_banks(params, applications)
+    totals = applied_totals(
+        model,
+        [read for apps in applications.values() for read in apps.reads] + [r for g in generated for r in g.reads],
+        loop_table,
+    )
 
     families = find_block_families(model, params)
     dequantized = dequantized_weights(model, params)
@@ -43,23 +57,30 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
         [[by_id[tid] for tid in group] for group in lockstep_ids],
         progress,
     )
+    initial = initial_value_tensors(params, prints)
+    # tensors of initial values are never copies of one another: equal by construction, not by design
+    candidates = [t for t in params if t.id not in initial]
     dequantized_prints = {}
     for weight in dequantized:  # one dequantized array in memory at a time
+        if weight.source in initial:
+            continue
         values = weight.compute()
         if values is not None:
             dequantized_prints[weight.source] = fingerprint_array(weight.source, values)
 
-    edges = digest_edges(params, {tid: fp.digest for tid, fp in prints.items()})
-    edges += transformed_edges(params, prints, edges, dequantized, dequantized_prints)
-    unused = frozenset(t.id for t in params if not applications[t.id].uses and not model.reaches_output(t.id))
+    edges = digest_edges(candidates, {tid: fp.digest for tid, fp in prints.items()})
+    edges += transformed_edges(candidates, prints, edges, dequantized, dequantized_prints)
+    unused = frozenset(t.id for t in params if not applications[t.id].reads and not model.reaches_output(t.id))
     duplicates = group_copies(params, edges, unused)
     copy_head = {member: group.tensors[0] for group in duplicates for member in group.tensors}
 
     counts = count_parameters(
-        params, duplicates, applications, embedding_tables(model, params), unused, generated_parameters(model)
-    )
-    shareable = near_duplicates(params, prints, tolerance, copy_head)
+        params, duplicates, applications, totals, embedding_tables(applications), unused,
+        sum(g.numel for g in generated), initial, banks,
+    )  # fmt: skip
+    shareable = near_duplicates(candidates, prints, tolerance, copy_head)
     repeated = describe_families(families, params, prints, dots, copy_head)
+    unknown = unknown_roles(model, params)
     summary = ModelSummary(
         path=model.path,
         file_size=model.file_size,
@@ -73,15 +94,19 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
         subgraphs=sum(1 for s in model.scopes.values() if s.kind == "subgraph"),
         functions=sum(1 for s in model.scopes.values() if s.kind == "function"),
     )
+    loop_infos = tuple(loop_table.values())
     return Report(
         model=summary,
         counts=counts,
-        shared=shared_tensors(model, params, applications),
+        shared=shared_tensors(model, params, applications, initial),
         duplicates=duplicates,
-        loops=tuple(loop_table.values()),
-        findings=evaluate(counts, duplicates, tuple(loop_table.values()), shareable, repeated),
+        loops=loop_infos,
+        findings=evaluate(counts, duplicates, loop_infos, shareable, repeated, totals.branches, banks, unknown),
         shareable=shareable,
         repeated_blocks=repeated,
+        branches=totals.branches,
+        experts=banks,
+        unknown_roles=unknown,
     )
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from auditor.analyses.blocks import RepeatedBlocks
 from auditor.analyses.copies import CopyGroup
 from auditor.analyses.counts import Counts
-from auditor.analyses.blocks import RepeatedBlocks
+from auditor.analyses.experts import ExpertBank
 from auditor.analyses.near import NearGroup
-from auditor.analyses.usage import LoopInfo
+from auditor.analyses.parameters import UnknownRole
+from auditor.analyses.usage import BranchChoice, LoopInfo
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -63,6 +65,9 @@ def evaluate(
     loops: Sequence[LoopInfo],
     shareable: Sequence[NearGroup] = (),
     repeated: Sequence[RepeatedBlocks] = (),
+    branches: Sequence[BranchChoice] = (),
+    experts: Sequence[ExpertBank] = (),
+    unknown_roles: Sequence[UnknownRole] = (),
 ) -> tuple[Finding, ...]:
     """All findings for one model, most severe first."""
     found: list[Finding] = []
@@ -172,6 +177,65 @@ def evaluate(
                 + ": sharing would mean retraining and likely quality loss.",
                 {"families": len(repeated), "blocks": len(top_family.blocks),
                  "saved_params_if_shared": top_family.saved_params_if_shared, "mean_distance": top_family.mean_distance},
+            )
+        )
+    if branches:
+        first = branches[0]
+        sizes = " and ".join(human(b) if b is not None else "an unknown number of" for b in first.branches)
+        found.append(
+            Finding(
+                "AUD109",
+                "branch-dependent-count",
+                "warning",
+                f"{len(branches)} If node(s) choose at run time between branches that apply different numbers of "
+                f"parameters ({first.node}: {sizes}), so the applied count depends on the input: "
+                f"between {human(counts.applied_params_lower_bound)} (lightest branches) and "
+                + (f"{human(counts.applied_params)} (heaviest)." if counts.applied_params is not None else "an unknown number."),
+                {"branches": [b.node for b in branches], "applied_params": counts.applied_params,
+                 "applied_params_lower_bound": counts.applied_params_lower_bound},  # fmt: skip
+            )
+        )
+    if counts.initial_value_tensors:
+        found.append(
+            Finding(
+                "AUD110",
+                "initial-values",
+                "info",
+                f"{counts.initial_value_tensors} parameter tensor(s) ({human(counts.initial_value_params)} parameters) hold "
+                "one value in every element (ones, zeros: how layers are initialised). The model looks untrained or "
+                "partly untrained; such tensors are not reported as copies, ties or near-duplicates.",
+                {"tensors": counts.initial_value_tensors, "params": counts.initial_value_params},
+            )
+        )
+    if experts:
+        routers = sorted({bank.router for bank in experts})
+        ks = sorted({f"{bank.k} of {bank.n}" if bank.k is not None else f"? of {bank.n}" for bank in experts})
+        found.append(
+            Finding(
+                "AUD111",
+                "moe-total-vs-active",
+                "info",
+                f"Mixture of experts: {len(routers)} router(s) send each token to {', '.join(ks)} experts, so "
+                f"{human(counts.active_params)} of the {human(counts.unique_params)} unique parameters are active per token. "
+                "Compute follows the active count, memory the total: compare MoE models by both.",
+                {"routers": len(routers), "expert_banks": len(experts), "active_params": counts.active_params,
+                 "unique_params": counts.unique_params},  # fmt: skip
+            )
+        )
+    if unknown_roles:
+        ops = sorted({op for item in unknown_roles for op in item.ops})
+        uncounted = [item for item in unknown_roles if not item.counted]
+        found.append(
+            Finding(
+                "AUD112",
+                "unknown-op-roles",
+                "warning",
+                f"{len(unknown_roles)} stored tensor(s) are read by ops the auditor does not know ({', '.join(ops[:5])}"
+                + (", ..." if len(ops) > 5 else "")
+                + "): float ones are counted as parameters, "
+                + (f"{len(uncounted)} integer one(s) are not" if uncounted else "none is left out")
+                + "; the counts may be off for these ops.",
+                {"tensors": len(unknown_roles), "ops": ops, "uncounted": [item.tensor for item in uncounted]},
             )
         )
     found.sort(key=lambda f: (-f.rank, f.code))

@@ -17,75 +17,9 @@ from typing import Any, Callable, Iterator, Mapping
 import networkx as nx
 import numpy as np
 
-# Ops that pass a tensor on without applying it: a weight read through them is still the same
-# weight (torch keeps a tied LM head as Transpose(embedding) -> MatMul). Value: the data input.
-VIEW_OPS: Mapping[str, int] = {
-    "Identity": 0,
-    "Transpose": 0,
-    "Reshape": 0,
-    "Cast": 0,
-    "CastLike": 0,
-    "Squeeze": 0,
-    "Unsqueeze": 0,
-    "Flatten": 0,
-    "DequantizeLinear": 0,
-}
+from auditor.roles import OpKind, Part, Role, Routing
 
-# (op_type, input index) where an integer tensor holds quantized weights.
-QUANTIZED_WEIGHT_SLOTS: frozenset[tuple[str, int]] = frozenset(
-    {
-        ("DequantizeLinear", 0),
-        ("QLinearConv", 3),
-        ("QLinearMatMul", 0),
-        ("QLinearMatMul", 3),
-        ("QLinearAdd", 0),
-        ("QLinearAdd", 3),
-        ("QLinearMul", 0),
-        ("QLinearMul", 3),
-        ("QGemm", 0),
-        ("QGemm", 3),
-        ("MatMulInteger", 0),
-        ("MatMulInteger", 1),
-        ("ConvInteger", 0),
-        ("ConvInteger", 1),
-        ("MatMulNBits", 1),
-        ("MatMulBnb4", 1),
-        ("GatherBlockQuantized", 0),
-        ("DynamicQuantizeMatMul", 1),
-        ("MatMulIntegerToFloat", 1),
-        ("QAttention", 1),
-    }
-)
-
-# (op_type, input index) where a floating-point tensor is configuration, not a learned value.
-CONFIG_SLOTS: frozenset[tuple[str, int]] = frozenset(
-    {
-        ("Resize", 1),
-        ("Resize", 2),
-        ("Upsample", 1),
-        ("Range", 0),
-        ("Range", 1),
-        ("Range", 2),
-        ("ConstantOfShape", 0),
-        ("Pad", 2),
-        ("Clip", 1),
-        ("Clip", 2),
-        # quantization scales: calibration metadata of a quantized weight, not parameters of their own
-        ("DequantizeLinear", 1),
-        ("QuantizeLinear", 1),
-        ("QLinearConv", 1),
-        ("QLinearConv", 4),
-        ("QLinearConv", 6),
-        ("QLinearMatMul", 1),
-        ("QLinearMatMul", 4),
-        ("QLinearMatMul", 6),
-        ("QGemm", 1),
-        ("QGemm", 4),
-        ("QGemm", 7),
-        ("MatMulNBits", 2),
-        ("GatherBlockQuantized", 2),
-    }
-)
+Chunks = Iterator[tuple[memoryview, np.ndarray]]
 
 # Packed below one byte per element: their raw bytes differ from their unpacked numpy values.
 PACKED_DTYPES = frozenset({"int4", "uint4", "int2", "uint2", "float4e2m1", "float6e2m3", "float6e3m2"})
@@ -129,6 +63,8 @@ class TensorInfo:
     external: ExternalRef | None = None
     nnz: int | None = None  # stored values of a sparse tensor
     reader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
+    # (raw bytes, values) chunk by chunk, given by the loader: reading bytes is its business
+    chunker: Callable[[int], Chunks] | None = field(default=None, compare=False, repr=False)
 
     @property
     def numel(self) -> int:
@@ -150,10 +86,20 @@ class TensorInfo:
             raise ValueError(f"tensor {self.id} has no data")
         return self.reader()
 
+    def chunks(self, elements: int = 1 << 22) -> Chunks:
+        """(raw bytes, values) of consecutive chunks of ``elements`` elements, in storage order."""
+        if self.chunker is None:
+            raise ValueError(f"tensor {self.id} has no data")
+        return self.chunker(elements)
+
 
 @dataclass(frozen=True)
 class OpNode:
-    """One op. ``inputs`` / ``outputs`` hold resolved value ids ('' for an omitted input)."""
+    """One op. ``inputs`` / ``outputs`` hold resolved value ids ('' for an omitted input).
+
+    ``roles[i]`` says how the op reads input i (the loader's vocabulary decides); analyses read
+    roles and ``kind``, never ``op_type``, which is kept for display.
+    """
 
     id: str
     op_type: str
@@ -164,6 +110,17 @@ class OpNode:
     attrs: Mapping[str, Any] = field(default_factory=dict, compare=False)
     # scope ids this node runs: subgraph attributes (body, then_branch...) or a local function
     invokes: tuple[str, ...] = ()
+    roles: tuple[Role, ...] = ()
+    kind: OpKind = OpKind.OTHER
+    # quantized weight slot -> (scale slot, zero-point slot)
+    quantized: Mapping[int, tuple[int | None, int | None]] = field(default_factory=dict, compare=False)
+    # for a SLICE read: the part of the data input each output holds (None: unknown bounds)
+    parts: tuple[Part | None, ...] = ()
+    routing: Routing | None = None  # for an EXPERT_BANK read: k of n experts per token
+
+    def role(self, index: int) -> Role:
+        """How this node reads input ``index``."""
+        return self.roles[index] if index < len(self.roles) else Role.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -245,18 +202,19 @@ class ModelGraph:
     # ---- queries --------------------------------------------------------------------------
 
     def view_chain_uses(self, value: str) -> Iterator[tuple[Use, bool]]:
-        """Every use of ``value`` through chains of view ops, with whether the use is terminal.
+        """Every use of ``value`` through the nodes that pass it on, with whether the use is terminal.
 
-        A use is terminal when the node applies the value (a MatMul, a Gather...); view ops on
-        the way (Transpose, Cast, DequantizeLinear...) are yielded as non-terminal, and so is a
-        Loop that carries the value through its iterations unchanged: the reads inside the body
-        are the uses (and the body's trip count multiplies them).
+        A use is terminal when the node does something with the value other than passing it on
+        (a MatMul applying it, a Shape reading its shape...); views, slices and
+        DequantizeLinear on the way are yielded as non-terminal, and so is a Loop that carries
+        the value through its iterations unchanged: the reads inside the body are the uses
+        (and the body's trip count multiplies them).
         """
-        return self.walk_uses(value, self._view_of)
+        return self.walk_uses(value, self.passed_on)
 
-    def walk_uses(self, value: str, passes_on: Callable[[OpNode, int], str | None]) -> Iterator[tuple[Use, bool]]:
-        """Uses of ``value`` and, where ``passes_on(node, index)`` names a value the node passes
-        it on to, the uses of that value too (yielded with False; the others with True)."""
+    def walk_uses(self, value: str, passes_on: Callable[[OpNode, int], tuple[str, ...]]) -> Iterator[tuple[Use, bool]]:
+        """Uses of ``value`` and, where ``passes_on(node, index)`` names values the node passes
+        it on to, the uses of those values too (yielded with False; the others with True)."""
         stack = [value]
         seen: set[str] = set()
         while stack:
@@ -266,18 +224,24 @@ class ModelGraph:
             seen.add(current)
             for use in self.consumers.get(current, ()):
                 following = passes_on(self.nodes[use.node], use.index)
-                yield use, following is None
-                if following is not None:
-                    stack.append(following)
+                yield use, not following
+                stack.extend(following)
 
-    def _view_of(self, node: OpNode, index: int) -> str | None:
-        if VIEW_OPS.get(node.op_type) == index and node.outputs and node.outputs[0]:
-            return node.outputs[0]
-        return self._loop_carried_input(node, index)
+    def passed_on(self, node: OpNode, index: int) -> tuple[str, ...]:
+        """The values ``node`` hands its input ``index`` on to (views, slices, loop-carried)."""
+        role = node.role(index)
+        if role in (Role.VIEW, Role.DEQUANTIZE):
+            return node.outputs[:1] if node.outputs and node.outputs[0] else ()
+        if role is Role.SLICE:
+            return tuple(out for out in node.outputs if out)
+        if role is Role.LOOP_CARRIED:
+            carried = self._loop_carried_input(node, index)
+            return (carried,) if carried else ()
+        return ()
 
     def _loop_carried_input(self, node: OpNode, index: int) -> str | None:
         """The body input of a Loop's carried value at ``index`` if the body passes it on unchanged."""
-        if node.op_type != "Loop" or index < 2 or not node.invokes:
+        if not node.invokes:
             return None
         body = self.scopes[node.invokes[0]]
         if index >= len(body.inputs) or index - 1 >= len(body.outputs):
@@ -290,7 +254,7 @@ class ModelGraph:
         seen = {value}
         while (producer := self.producer_of.get(value)) is not None:
             node = self.nodes[producer]
-            if node.op_type != "Identity" or not node.inputs or node.inputs[0] in seen:
+            if node.kind is not OpKind.IDENTITY or not node.inputs or node.inputs[0] in seen:
                 break  # a cycle can only come from a malformed file: stop where it starts
             value = node.inputs[0]
             seen.add(value)
@@ -318,10 +282,7 @@ class ModelGraph:
         if value in outputs:
             return True
         return any(
-            out in outputs
-            for use, _ in self.view_chain_uses(value)
-            for out in self.nodes[use.node].outputs
-            if VIEW_OPS.get(self.nodes[use.node].op_type) == use.index
+            out in outputs for use, _ in self.view_chain_uses(value) for out in self.passed_on(self.nodes[use.node], use.index)
         )
 
 
@@ -374,7 +335,7 @@ def to_networkx(model: ModelGraph) -> nx.MultiDiGraph:
             if value:
                 if f"value:{value}" not in graph:
                     graph.add_node(f"value:{value}", kind="value")
-                graph.add_edge(f"value:{value}", f"op:{node.id}", kind="reads", index=position)
+                graph.add_edge(f"value:{value}", f"op:{node.id}", kind="reads", index=position, role=node.role(position).value)
         for value in node.outputs:
             if value:
                 if f"value:{value}" not in graph:
@@ -385,35 +346,3 @@ def to_networkx(model: ModelGraph) -> nx.MultiDiGraph:
     return graph
 
 
-
-CHUNK_ELEMENTS = 1 << 22
-
-
-def value_chunks(tensor: TensorInfo, elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[memoryview, np.ndarray]]:
-    """(raw bytes, values) of consecutive chunks of ``elements`` elements, in storage order."""
-    ref = tensor.external
-    if ref is not None and tensor.nnz is None and tensor.dtype not in PACKED_DTYPES and tensor.numel:
-        itemsize = tensor.nbytes // tensor.numel
-        dtype = np.dtype(tensor.read().dtype)  # a memory map: reading its dtype touches no data
-        buffer = bytearray(min(elements, tensor.numel) * itemsize)
-        view = memoryview(buffer)
-        with open(ref.path, "rb", buffering=0) as handle:
-            handle.seek(ref.offset)
-            left = ref.length
-            while left > 0:
-                want = min(left, len(buffer))
-                got = 0
-                while got < want:
-                    n = handle.readinto(view[got:want])
-                    if not n:
-                        raise OSError(f"{ref.path}: unexpected end of file")
-                    got += n
-                left -= want
-                yield view[:want], np.frombuffer(buffer, dtype=dtype, count=want // itemsize)
-        return
-    values = np.ascontiguousarray(tensor.read()).reshape(-1)
-    raw = memoryview(values.view(np.uint8)) if values.dtype != object else memoryview(b"")  # type: ignore[arg-type]
-    itemsize = values.dtype.itemsize
-    for start in range(0, max(values.size, 1), elements):
-        part = values[start : start + elements]
-        yield raw[start * itemsize : (start + part.size) * itemsize], part

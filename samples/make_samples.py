@@ -196,7 +196,7 @@ def layer_formula(H: int, F: int) -> int:
 
 def answers(stored: int, applied: int, embedding: int, unique: int | None = None, unused: int = 0,
             shared: list[dict[str, Any]] | None = None, duplicates: list[dict[str, Any]] | None = None,
-            bytes_per_param: int = 4, derivation: str = "") -> dict[str, Any]:  # fmt: skip
+            bytes_per_param: int = 4, derivation: str = "", applied_lower: int | None = None) -> dict[str, Any]:  # fmt: skip
     unique = stored if unique is None else unique
     return {
         "stored_params": stored,
@@ -204,6 +204,7 @@ def answers(stored: int, applied: int, embedding: int, unique: int | None = None
         "unique_params": unique,
         "unique_bytes": unique * bytes_per_param,
         "applied_params": applied,
+        "applied_params_lower_bound": applied if applied_lower is None else applied_lower,
         "embedding_params": embedding,
         "unused_params": unused,
         "shared": sorted(shared or [], key=lambda s: s["name"]),
@@ -456,13 +457,16 @@ def constants_and_if() -> tuple[onnx.ModelProto, dict[str, Any], dict[str, np.nd
         "constants_and_if",
     )  # fmt: skip
     stored = (D * H + H) + H * H + (H * H + H) + (H * H + H)
+    main_reads = D * H + H
+    then_reads, else_reads = 2 * H * H + (H * H + H), H * H + (H * H + H)
     ans = answers(
-        stored, stored + H * H, 0,
+        stored, main_reads + max(then_reads, else_reads), 0, applied_lower=main_reads + min(then_reads, else_reads),
         shared=[{"name": "shared.weight", "uses": 3, "applications": 2}],
         derivation=f"D={D} H={H}: main-graph Constants dense.weight D*H (value), dense.bias H (value_floats), "
-        f"shared.weight H*H (value); then branch H*H + H, else branch H*H + H; every tensor counts for the "
-        f"branch that applies it most: shared.weight is read twice in then_branch and once in else_branch, "
-        f"so 3 uses and max(2, 1) = 2 applications: applied = stored + H*H",
+        f"shared.weight H*H (value); then branch H*H + H, else branch H*H + H. One forward runs one branch: "
+        f"the main graph applies D*H + H; then_branch applies shared.weight twice plus its own H*H + H, "
+        f"else_branch shared.weight once plus its own H*H + H; applied takes the heavier branch, the lower "
+        f"bound the lighter. shared.weight: 3 uses, at most 2 applications (then_branch)",
     )  # fmt: skip
     feeds = {"x": np.random.default_rng(600).standard_normal((1, D)).astype(np.float32)}
     return model, ans, feeds

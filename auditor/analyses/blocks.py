@@ -18,7 +18,8 @@ import networkx as nx
 import numpy as np
 
 from auditor.analyses.fingerprint import Fingerprint
-from auditor.graph import VIEW_OPS, ModelGraph, TensorInfo
+from auditor.graph import ModelGraph, TensorInfo
+from auditor.roles import Role
 
 _MAX_FAMILIES = 8
 _WL_ITERATIONS = 2
@@ -82,10 +83,9 @@ def _source_parameter(model: ModelGraph, value: str, params: Mapping[str, Tensor
         if producer is None:
             return None
         node = model.nodes[producer]
-        slot = VIEW_OPS.get(node.op_type)
-        if slot is None or slot >= len(node.inputs):
+        if not node.inputs or node.role(0) not in (Role.VIEW, Role.DEQUANTIZE):
             return None
-        value = node.inputs[slot]
+        value = node.inputs[0]
     return None
 
 
@@ -120,7 +120,7 @@ def find_block_families(model: ModelGraph, params: Sequence[TensorInfo]) -> tupl
     sequence: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     for node in model.nodes_by_scope.get("", ()):
-        if node.op_type in VIEW_OPS:
+        if node.roles and node.role(0) in (Role.VIEW, Role.DEQUANTIZE):
             continue
         for index, value in enumerate(node.inputs):
             tensor = _source_parameter(model, value, by_id)

@@ -6,14 +6,14 @@ between two tensors; connected tensors form one group, counted once in ``unique_
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from networkx.utils import UnionFind
 
-from auditor.graph import TensorInfo, value_chunks
+from auditor.graph import TensorInfo
 
 @dataclass(frozen=True)
 class CopyEdge:
@@ -41,7 +41,7 @@ def same_bytes(a: TensorInfo, b: TensorInfo) -> bool:
     """Byte-for-byte comparison of two tensors of one dtype and size, chunk by chunk."""
     if a.nbytes != b.nbytes or a.numel != b.numel or a.dtype != b.dtype:
         return False
-    return all(x == y for (x, _), (y, _) in zip(value_chunks(a), value_chunks(b)))
+    return all(x == y for (x, _), (y, _) in zip(a.chunks(), b.chunks()))
 
 
 def digest_edges(tensors: Sequence[TensorInfo], digests: Mapping[str, bytes]) -> list[CopyEdge]:
@@ -81,22 +81,30 @@ def group_copies(
     for members in linked.to_sets():
         head = min(members, key=order.__getitem__)
         head_of.update((member, head) for member in members)
-    # each copy is reported under the relation of an edge that brought it in (one to the head
-    # when there is one); copies of one head under one relation (and one scale) form an entry
-    relation_of: dict[str, CopyEdge] = {}
+    # each copy is reported under the relation of the edge that reaches it on a shortest path
+    # from the kept tensor, with the scale multiplied along that path (copy = scale x kept)
+    neighbours: dict[str, list[tuple[str, CopyEdge, float | None]]] = defaultdict(list)
     for edge in edge_list:
-        head = head_of[edge.source]
-        for member, other in ((edge.copy, edge.source), (edge.source, edge.copy)):
-            if member != head and (member not in relation_of or other == head):
-                relation_of[member] = edge
+        inverse = None
+        if edge.scale is not None:
+            inverse = 1.0 / edge.scale if edge.scale != 0 else None
+        neighbours[edge.source].append((edge.copy, edge, edge.scale))
+        neighbours[edge.copy].append((edge.source, edge, inverse))
     entries: dict[tuple[str, str, float | None], list[str]] = defaultdict(list)
-    for member, edge in relation_of.items():
-        # an edge says copy = scale * source; a member reported as the edge's source is
-        # 1/scale times the other end
-        scale = edge.scale
-        if scale is not None and member == edge.source and scale != 0:
-            scale = float(np.float32(1.0 / scale))
-        entries[(head_of[member], edge.relation, scale)].append(member)
+    for head in sorted(set(head_of.values()), key=order.__getitem__):
+        factor: dict[str, float] = {head: 1.0}
+        queue = deque([head])
+        while queue:
+            current = queue.popleft()
+            for other, edge, scale in neighbours[current]:
+                if other in factor:
+                    continue
+                factor[other] = factor[current] * (scale if scale is not None else 1.0)
+                scaled = abs(factor[other] - 1.0) > 1e-6
+                relation = "scaled" if scaled and edge.relation in ("identical", "reshaped") else edge.relation
+                kept_scale = float(np.float32(factor[other])) if scaled or relation == "scaled" else None
+                entries[(head, relation, kept_scale)].append(other)
+                queue.append(other)
     groups = []
     for (head, relation, scale), copies in entries.items():
         copies.sort(key=order.__getitem__)

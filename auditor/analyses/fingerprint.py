@@ -20,7 +20,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import xxhash
 
-from auditor.graph import CHUNK_ELEMENTS, TensorInfo, value_chunks
+from auditor.graph import TensorInfo
+
+CHUNK_ELEMENTS = 1 << 22
 
 SKETCH_DIM = 16
 _ROW = 256  # sketch rows: element i sits at column i % _ROW of row i // _ROW
@@ -79,7 +81,12 @@ class _Accumulator:
             self.seen += values.size
             return None
         x = values if values.dtype == np.float32 else values.astype(np.float32)
-        self.sumsq += float(np.dot(x, x))
+        with np.errstate(over="ignore", invalid="ignore"):
+            square = float(np.dot(x, x))
+        if not np.isfinite(square):  # magnitudes past 1e19 overflow float32 squares: redo in float64
+            wide = x.astype(np.float64)
+            square = float(np.dot(wide, wide))
+        self.sumsq += square
         self.minimum = min(self.minimum, float(x.min()))
         self.maximum = max(self.maximum, float(x.max()))
         # The sketch is R^T (sum over rows r of sign_r * row_r): rows of _ROW consecutive
@@ -88,8 +95,12 @@ class _Accumulator:
         # its expected squared norm is the tensor's. Chunks start on row boundaries.
         rows = -(-x.size // _ROW)
         padded = x if x.size == rows * _ROW else np.concatenate([x, np.zeros(rows * _ROW - x.size, np.float32)])
-        folded = _row_signs(self.seen // _ROW, rows) @ padded.reshape(rows, _ROW)
-        self.sketch += folded.astype(np.float64) @ _PROJECTION
+        signs = _row_signs(self.seen // _ROW, rows)
+        with np.errstate(over="ignore", invalid="ignore"):
+            folded = (signs @ padded.reshape(rows, _ROW)).astype(np.float64)
+        if not np.all(np.isfinite(folded)):  # float32 sums overflowed: fold in float64
+            folded = signs.astype(np.float64) @ padded.reshape(rows, _ROW).astype(np.float64)
+        self.sketch += folded @ _PROJECTION
         self.seen += values.size
         return x
 
@@ -110,7 +121,7 @@ def _fingerprint_group(
     accumulators = [_Accumulator(t) for t in group]
     dots: dict[tuple[str, str], float] = {}
     per_tensor = max(_ROW, (CHUNK_ELEMENTS // max(len(group), 1)) // _ROW * _ROW)
-    streams = [value_chunks(t, per_tensor) for t in group]
+    streams = [t.chunks(per_tensor) for t in group]
     while True:
         chunks = [next(s, None) for s in streams]
         if all(c is None for c in chunks):

@@ -5,57 +5,60 @@ The file stores almost nothing for them, but the model runs with their elements 
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
-import numpy as np
-
-from auditor.graph import VIEW_OPS, ModelGraph, OpNode
-
-_GENERATORS = {"ConstantOfShape", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "EyeLike"}
-# elementwise ops through which generated values stay weights (W = RandomNormal() * 0.02)
-_PASS_THROUGH = {"Mul", "Add", "Sub", "Div", "Neg", "Abs"}
-WEIGHT_SLOTS: frozenset[tuple[str, int]] = frozenset(
-    {
-        ("MatMul", 1), ("Gemm", 1), ("Gemm", 2), ("Conv", 1), ("Conv", 2), ("ConvTranspose", 1),
-        ("ConvTranspose", 2), ("Gather", 0), ("LayerNormalization", 1), ("LayerNormalization", 2),
-        ("BatchNormalization", 1), ("BatchNormalization", 2), ("Einsum", 1), ("LSTM", 1), ("LSTM", 2),
-        ("GRU", 1), ("GRU", 2), ("RNN", 1), ("RNN", 2),
-    }
-)  # fmt: skip
+from auditor.analyses.usage import _WEIGHT_ROLES, Read, reads_of
+from auditor.graph import ModelGraph, OpNode
+from auditor.roles import OpKind, Role
 
 
-def _generated_elements(model: ModelGraph, node: OpNode) -> int | None:
+@dataclass(frozen=True)
+class GeneratedWeight:
+    """A weight made at run time by ``node``, and the nodes that apply it."""
+
+    node: str
+    shape: tuple[int, ...]
+    reads: tuple[Read, ...]
+
+    @property
+    def numel(self) -> int:
+        total = 1
+        for d in self.shape:
+            total *= d
+        return total
+
+
+def _generated_shape(model: ModelGraph, node: OpNode) -> tuple[int, ...] | None:
     shape: tuple[int | None, ...] | None = None
-    if node.op_type in ("RandomNormal", "RandomUniform"):
-        raw = node.attrs.get("shape")
-        shape = tuple(int(d) for d in raw) if isinstance(raw, list) else None
-    elif node.op_type == "ConstantOfShape" and node.inputs:
-        dims = model.small_constant(node.inputs[0])
-        shape = tuple(int(d) for d in dims.reshape(-1)) if dims is not None and dims.dtype.kind in "iu" else None
-    elif node.inputs:  # *Like ops: the shape of their input
-        shape = model.value_shapes.get(node.inputs[0])
-        if node.inputs[0] in model.tensors:
-            shape = model.tensors[node.inputs[0]].shape
+    raw = node.attrs.get("shape")
+    first = node.inputs[0] if node.inputs else ""
+    if isinstance(raw, list):  # RandomNormal, RandomUniform
+        shape = tuple(int(d) for d in raw)
+    elif first and node.role(0) is Role.SHAPE:  # *Like ops: the shape of their input
+        shape = model.tensors[first].shape if first in model.tensors else model.value_shapes.get(first)
+    elif first:  # ConstantOfShape: the shape is the input's values
+        dims = model.small_constant(first)
+        if dims is not None and dims.dtype.kind in "iu" and dims.ndim == 1:
+            shape = tuple(int(d) for d in dims)
     if shape is None or any(d is None or d < 0 for d in shape):
         return None
-    return math.prod(shape)  # type: ignore[arg-type]
+    return tuple(int(d) for d in shape if d is not None)
 
 
-def _feeds_weight(model: ModelGraph, value: str) -> bool:
-    def passes_on(node: OpNode, index: int) -> str | None:
-        if (VIEW_OPS.get(node.op_type) == index or node.op_type in _PASS_THROUGH) and node.outputs:
-            return node.outputs[0] or None
-        return None
-
-    return any((model.nodes[use.node].op_type, use.index) in WEIGHT_SLOTS for use, _ in model.walk_uses(value, passes_on))
-
-
-def generated_parameters(model: ModelGraph) -> int:
-    """Elements of weights generated at run time (static shapes only; one element is a scalar)."""
-    total = 0
+def generated_weights(model: ModelGraph) -> tuple[GeneratedWeight, ...]:
+    """Weights generated at run time that reach a weight input (also through views, slices and
+    elementwise scaling), with static shapes and more than one element."""
+    found = []
     for node in model.nodes.values():
-        if node.op_type in _GENERATORS and node.outputs and node.outputs[0]:
-            elements = _generated_elements(model, node)
-            if elements and elements > 1 and _feeds_weight(model, node.outputs[0]):
-                total += elements
-    return total
+        if node.kind is not OpKind.GENERATOR or not node.outputs or not node.outputs[0]:
+            continue
+        shape = _generated_shape(model, node)
+        if shape is None:
+            continue
+        generated = GeneratedWeight(node.id, shape, ())
+        if generated.numel <= 1:
+            continue
+        reads = tuple(r for r in reads_of(model, node.outputs[0], shape, through_elementwise=True) if r.role in _WEIGHT_ROLES)
+        if reads:
+            found.append(GeneratedWeight(node.id, shape, reads))
+    return tuple(found)

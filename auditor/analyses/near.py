@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from auditor.analyses.fingerprint import SKETCH_DIM, Fingerprint
-from auditor.graph import TensorInfo, value_chunks
+from auditor.graph import TensorInfo
 
 DEFAULT_TOLERANCE = 0.01
 MIN_ELEMENTS = 64  # smaller tensors (a few biases) are not worth sharing and crowd the search
@@ -40,7 +40,7 @@ class NearGroup:
 def exact_distance(a: TensorInfo, b: TensorInfo) -> tuple[float, float]:
     """(||a - b|| / max(||a||, ||b||), cosine) streaming both tensors in the same element order."""
     diff = dot = norm_a = norm_b = 0.0
-    for (_, x), (_, y) in zip(value_chunks(a), value_chunks(b)):
+    for (_, x), (_, y) in zip(a.chunks(), b.chunks()):
         x64, y64 = x.astype(np.float64), y.astype(np.float64)
         delta = x64 - y64
         diff += float(delta @ delta)

@@ -1,30 +1,64 @@
-"""Which stored tensors are parameters (learned values), by dtype and by how they are used."""
+"""Which stored tensors are parameters (learned values), by dtype and by the roles they are read in."""
 
 from __future__ import annotations
 
-from auditor.graph import CONFIG_SLOTS, QUANTIZED_WEIGHT_SLOTS, ModelGraph, TensorInfo
+from dataclasses import dataclass
+
+from auditor.graph import ModelGraph, TensorInfo
+from auditor.roles import Role
 
 
 def is_parameter(model: ModelGraph, tensor: TensorInfo) -> bool:
     """A stored tensor carrying learned values.
 
-    Floating-point tensors with more than one element are parameters unless every read is a
-    configuration slot (Resize scales, Range bounds...). Integer tensors are parameters only
-    where they hold quantized weights (the data input of DequantizeLinear, QLinear*,
-    MatMulInteger, MatMulNBits...): shapes, axes and indices are not. A one-element tensor is a
-    scalar (a scale, an epsilon) and never counts.
+    Floating-point tensors with more than one element are parameters unless every read is
+    metadata (configuration, shapes, indices, quantization scales). Integer tensors are
+    parameters only where a node reads them as a quantized weight (DequantizeLinear, QGemm,
+    MatMulNBits...): shapes, axes and indices are not. A one-element tensor is a scalar (a
+    scale, an epsilon) and never counts.
     """
     if tensor.stored_elements <= 1:
         return False
-    chain = [(model.nodes[use.node].op_type, use.index, terminal) for use, terminal in model.view_chain_uses(tensor.id)]
+    chain = [(model.nodes[use.node], use.index, terminal) for use, terminal in model.view_chain_uses(tensor.id)]
     if tensor.is_float:
-        applied = [(op, index) for op, index, terminal in chain if terminal]
-        return not applied or not all(slot in CONFIG_SLOTS for slot in applied)
-    if tensor.dtype.startswith(("int", "uint")):  # DequantizeLinear is a view op: look along the chain
-        return any((op, index) in QUANTIZED_WEIGHT_SLOTS for op, index, _ in chain)
+        applied = [node.role(index) for node, index, terminal in chain if terminal]
+        return not applied or not all(role.is_metadata for role in applied)
+    if tensor.dtype.startswith(("int", "uint")):  # DequantizeLinear passes it on: look along the chain
+        return any(index in node.quantized for node, index, _ in chain)
     return False
 
 
 def parameter_tensors(model: ModelGraph) -> tuple[TensorInfo, ...]:
     """The model's parameter tensors, in file order."""
     return tuple(t for t in model.tensors.values() if is_parameter(model, t))
+
+
+@dataclass(frozen=True)
+class UnknownRole:
+    """A stored tensor read by an op the vocabulary does not know: counted as a parameter only
+    when it holds floats (``counted``); listed either way so that nothing is dropped in silence."""
+
+    tensor: str
+    dtype: str
+    shape: tuple[int, ...]
+    ops: tuple[str, ...]  # "domain:op_type" of the unknown readers
+    counted: bool
+
+
+def unknown_roles(model: ModelGraph, params: tuple[TensorInfo, ...]) -> tuple[UnknownRole, ...]:
+    """Stored tensors (more than one element) that some op of unknown semantics reads."""
+    param_ids = {t.id for t in params}
+    found = []
+    for tensor in model.tensors.values():
+        if tensor.stored_elements <= 1:
+            continue
+        ops = sorted(
+            {
+                f"{node.domain or 'ai.onnx'}:{node.op_type}"
+                for use, terminal in model.view_chain_uses(tensor.id)
+                if terminal and (node := model.nodes[use.node]).role(use.index) is Role.UNKNOWN
+            }
+        )
+        if ops:
+            found.append(UnknownRole(tensor.id, tensor.dtype, tensor.shape, tuple(ops), tensor.id in param_ids))
+    return tuple(found)

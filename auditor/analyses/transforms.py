@@ -18,6 +18,7 @@ from networkx.utils import UnionFind
 from auditor.analyses.copies import CopyEdge
 from auditor.analyses.fingerprint import Fingerprint
 from auditor.graph import ModelGraph, OpNode, TensorInfo
+from auditor.roles import Role
 
 _LOW_PRECISION = {"float16": 1e-3, "bfloat16": 8e-3, "float8e4m3fn": 0.07, "float8e5m2": 0.13}
 _MAX_PERMUTED_RANK = 4
@@ -144,7 +145,8 @@ def transformed_edges(
             a, b = sorted((by_id[first.tensor], by_id[second.tensor]), key=lambda t: order[t.id])
             if linked[a.id] == linked[b.id]:
                 continue
-            edge = _relate(a, b, prints[a.id], prints[b.id])
+            with np.errstate(over="ignore", invalid="ignore"):  # huge magnitudes: no match, no warning
+                edge = _relate(a, b, prints[a.id], prints[b.id])
             if edge is not None:
                 edges.append(edge)
                 linked.union(a.id, b.id)
@@ -199,23 +201,24 @@ def dequantized_weights(
     float_sizes = {t.numel for t in params if t.is_float}
     found = []
     for node in model.nodes.values():
-        if node.op_type != "DequantizeLinear" or len(node.inputs) < 2:
+        if not node.roles or node.role(0) is not Role.DEQUANTIZE or 0 not in node.quantized:
             continue
-        q_id, scale_id = node.inputs[0], node.inputs[1]
-        zero_id = node.inputs[2] if len(node.inputs) > 2 else ""
+        scale_slot, zero_slot = node.quantized[0]
+        q_id = node.inputs[0]
+        scale_id = node.inputs[scale_slot] if scale_slot is not None and scale_slot < len(node.inputs) else ""
+        zero_id = node.inputs[zero_slot] if zero_slot is not None and zero_slot < len(node.inputs) else ""
         if q_id not in param_ids or scale_id not in model.tensors or (zero_id and zero_id not in model.tensors):
             continue
         q = model.tensors[q_id]
         if q.numel > max_elements or q.numel not in float_sizes:
             continue
-        found.append(Dequantized(q_id, q.numel, _dequantizer(model, node, q)))
+        found.append(Dequantized(q_id, q.numel, _dequantizer(model, node, q, scale_id, zero_id)))
     return found
 
 
-def _dequantizer(model: ModelGraph, node: OpNode, q: TensorInfo) -> Callable[[], np.ndarray | None]:
+def _dequantizer(model: ModelGraph, node: OpNode, q: TensorInfo, scale_id: str, zero_id: str) -> Callable[[], np.ndarray | None]:
     def compute() -> np.ndarray | None:
-        scale = np.asarray(model.tensors[node.inputs[1]].read(), dtype=np.float32)
-        zero_id = node.inputs[2] if len(node.inputs) > 2 else ""
+        scale = np.asarray(model.tensors[scale_id].read(), dtype=np.float32)
         zero = np.asarray(model.tensors[zero_id].read()).astype(np.float32) if zero_id else np.zeros_like(scale)
         axis = int(node.attrs.get("axis", 1))
         block = int(node.attrs.get("block_size", 0) or 0)

@@ -20,6 +20,9 @@ import numpy as np
 
 from auditor.errors import AuditError
 from auditor.graph import PACKED_DTYPES, ExternalRef, ModelGraph, OpNode, Scope, TensorInfo
+from auditor.load.dataflow import refine_roles
+from auditor.load.onnx_ops import CALL_SPEC, UNKNOWN_SPEC, spec_for
+from auditor.load.tensor_data import chunker
 
 try:  # protobuf raises its own DecodeError on a corrupt or truncated file
     from google.protobuf.message import DecodeError
@@ -187,6 +190,7 @@ class _Builder:
         self.value_shapes: dict[str, tuple[int | None, ...]] = {}
         self.functions = {(f.domain, f.name): f"fn:{f.domain}:{f.name}" for f in model.functions}
         self.value_owner: dict[str, str] = {}  # value id -> scope defining it (ids must not collide)
+        self.opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
     def _claim(self, scope: str, name: str, kind: str) -> str:
         """A fresh value id for ``name`` defined in ``scope``; a second definition is an error
@@ -209,15 +213,19 @@ class _Builder:
         numel = math.prod(shape)
         nbytes = _nbytes(tensor.data_type, numel)
         external = None
+        raw_itemsize = 0
         if tensor.data_location == TensorProto.EXTERNAL:
             external = self.external.ref(tensor, nbytes)
             reader = _external_reader(tensor, external)
+            if _dtype_name(tensor.data_type) not in PACKED_DTYPES and numel:
+                raw_itemsize = nbytes // numel
         else:
             _check_inline_size(tensor, numel, nbytes)
             reader = _inline_reader(tensor)
         return TensorInfo(
             id=value_id, name=tensor.name, scope=scope, origin=origin, dtype=_dtype_name(tensor.data_type),
             shape=shape, nbytes=nbytes, external=external, reader=reader,
+            chunker=chunker(reader, external, numel, raw_itemsize),
         )  # fmt: skip
 
     def _sparse(self, sparse: onnx.SparseTensorProto, value_id: str, scope: str) -> TensorInfo:
@@ -244,7 +252,7 @@ class _Builder:
         return TensorInfo(
             id=value_id, name=sparse.values.name, scope=scope, origin="sparse_initializer",
             dtype=values.dtype, shape=shape, nbytes=values.nbytes + indices.nbytes,
-            nnz=values.numel, reader=read,
+            nnz=values.numel, reader=read, chunker=chunker(read),
         )  # fmt: skip
 
     def _constant(self, node: onnx.NodeProto, value_id: str, scope: str) -> TensorInfo | None:
@@ -264,10 +272,11 @@ class _Builder:
                 array = np.asarray(items, dtype=dtype)
                 if attr.name in ("value_float", "value_int"):
                     array = array.reshape(())
+                reader = _constant_reader(array)
                 return TensorInfo(
                     id=value_id, name=node.output[0], scope=scope, origin="constant",
                     dtype=array.dtype.name, shape=array.shape, nbytes=array.nbytes,
-                    reader=_constant_reader(array),
+                    reader=reader, chunker=chunker(reader),
                 )  # fmt: skip
         return None  # string constants carry no parameters
 
@@ -280,7 +289,7 @@ class _Builder:
         main = self._graph(graph, scope="", kind="main", owner=None, attr=None, outer={})
         initializer_names = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
         inputs = tuple(v for v, proto in zip(main.inputs, graph.input) if proto.name not in initializer_names)
-        return ModelGraph(
+        return refine_roles(ModelGraph(
             path=str(self.path),
             file_size=self.path.stat().st_size,
             producer=self.model.producer_name,
@@ -294,7 +303,7 @@ class _Builder:
             outputs=main.outputs,
             value_shapes=self.value_shapes,
             external_data_bytes=self.external.total_bytes,
-        )
+        ))
 
     def _value_id(self, scope: str, name: str) -> str:
         return f"{scope}/{name}" if scope else name
@@ -389,6 +398,10 @@ class _Builder:
         function = self.functions.get((node.domain, node.op_type))
         if function is not None:
             invokes.append(function)
+            spec = CALL_SPEC  # a call applies its arguments once per call, as the old exporters' functions do
+        else:
+            opset = self.opsets.get(node.domain or "ai.onnx", 10_000)
+            spec = spec_for(node.domain or "", node.op_type, opset) or UNKNOWN_SPEC
         op = OpNode(
             id=node_id,
             op_type=node.op_type,
@@ -398,6 +411,9 @@ class _Builder:
             outputs=tuple(names[out] if out else "" for out in node.output),
             attrs=attrs,
             invokes=tuple(invokes),
+            roles=tuple(spec.role(i) for i in range(len(node.input))),
+            kind=spec.kind,
+            quantized=spec.quantized,
         )
         self.nodes[node_id] = op
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:

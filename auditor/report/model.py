@@ -8,9 +8,11 @@ from typing import Mapping
 from auditor.analyses.blocks import RepeatedBlocks
 from auditor.analyses.copies import CopyGroup
 from auditor.analyses.counts import Counts
+from auditor.analyses.experts import ExpertBank
 from auditor.analyses.near import NearGroup
 from auditor.analyses.sharing import SharedTensor
-from auditor.analyses.usage import LoopInfo
+from auditor.analyses.parameters import UnknownRole
+from auditor.analyses.usage import BranchChoice, LoopInfo
 from auditor.findings import Finding
 
 @dataclass(frozen=True)
@@ -40,3 +42,6 @@ class Report:
     findings: tuple[Finding, ...]
     shareable: tuple[NearGroup, ...] = ()
     repeated_blocks: tuple[RepeatedBlocks, ...] = ()
+    branches: tuple[BranchChoice, ...] = ()  # Ifs whose branches apply different parameter counts
+    experts: tuple[ExpertBank, ...] = ()
+    unknown_roles: tuple[UnknownRole, ...] = ()

@@ -1,0 +1,61 @@
+"""Reading tensor bytes: chunk by chunk with one reusable buffer (external data) or in memory.
+
+Loaders give each :class:`~auditor.graph.TensorInfo` a chunker built here; analyses call
+``tensor.chunks(n)`` and never open files themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+from auditor.graph import ExternalRef
+
+Chunks = Iterator[tuple[memoryview, np.ndarray]]
+
+CHUNK_ELEMENTS = 1 << 22
+
+
+def file_chunks(ref: ExternalRef, dtype: np.dtype, itemsize: int, numel: int, elements: int) -> Chunks:
+    """(raw bytes, values) of consecutive chunks of a tensor stored raw in an external file."""
+    buffer = bytearray(min(elements, numel) * itemsize)
+    view = memoryview(buffer)
+    with open(ref.path, "rb", buffering=0) as handle:
+        handle.seek(ref.offset)
+        left = ref.length
+        while left > 0:
+            want = min(left, len(buffer))
+            got = 0
+            while got < want:
+                n = handle.readinto(view[got:want])
+                if not n:
+                    raise OSError(f"{ref.path}: unexpected end of file")
+                got += n
+            left -= want
+            yield view[:want], np.frombuffer(buffer, dtype=dtype, count=want // itemsize)
+
+
+def array_chunks(read: Callable[[], np.ndarray], elements: int) -> Chunks:
+    """(raw bytes, values) of consecutive chunks of a tensor's values held in memory."""
+    values = np.ascontiguousarray(read()).reshape(-1)
+    raw = memoryview(values.view(np.uint8)) if values.dtype != object else memoryview(b"")  # type: ignore[arg-type]
+    itemsize = values.dtype.itemsize
+    for start in range(0, max(values.size, 1), elements):
+        part = values[start : start + elements]
+        yield raw[start * itemsize : (start + part.size) * itemsize], part
+
+
+def chunker(
+    read: Callable[[], np.ndarray], ref: ExternalRef | None = None, numel: int = 0, raw_itemsize: int = 0
+) -> Callable[[int], Chunks]:
+    """A tensor's chunk reader: straight from its file when its bytes are stored raw there
+    (``raw_itemsize`` > 0), otherwise from its decoded values."""
+
+    def chunks(elements: int = CHUNK_ELEMENTS) -> Chunks:
+        if ref is not None and raw_itemsize and numel:
+            dtype = np.dtype(read().dtype)  # a memory map: reading its dtype touches no data
+            return file_chunks(ref, dtype, raw_itemsize, numel, elements)
+        return array_chunks(read, elements)
+
+    return chunks
