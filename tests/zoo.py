@@ -122,6 +122,69 @@ def distilbert() -> tuple[Model, Inputs]:
     return model, {"input_ids": _ids(config.vocab_size)}
 
 
+_MOE_COMMON: dict[str, Any] = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+    num_experts_per_tok=2, vocab_size=100, max_position_embeddings=64, use_cache=False, pad_token_id=0,
+    bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, attn_implementation="eager",
+)  # fmt: skip
+
+
+def _moe_inputs(vocab: int) -> Inputs:
+    ids = _ids(vocab)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def mixtral() -> tuple[Model, Inputs]:
+    """Mixtral: 2 layers of 4 routed experts (k=2), stacked banks gate_up_proj [n, 2I, H] and
+    down_proj [n, H, I]. transformers' ``batched_mm`` experts (gather the chosen experts'
+    weights per token, then a batched matmul) is the implementation both exporters take:
+    ``grouped_mm`` has no ONNX conversion and ``eager`` loops over the experts an input hits."""
+    import transformers
+
+    config = transformers.MixtralConfig(num_local_experts=4, **_MOE_COMMON)
+    torch.manual_seed(SEED)
+    model = transformers.MixtralForCausalLM(config)
+    model.set_experts_implementation("batched_mm")
+    return _randomise(model), _moe_inputs(config.vocab_size)
+
+
+def qwen2_moe() -> tuple[Model, Inputs]:
+    """Qwen2-MoE: 2 layers of 4 routed experts (k=2) plus an always-active shared expert."""
+    import transformers
+
+    config = transformers.Qwen2MoeConfig(
+        num_experts=4, moe_intermediate_size=40, shared_expert_intermediate_size=48, decoder_sparse_step=1,
+        mlp_only_layers=[], norm_topk_prob=False, **_MOE_COMMON,
+    )  # fmt: skip
+    torch.manual_seed(SEED)
+    model = transformers.Qwen2MoeForCausalLM(config)
+    model.set_experts_implementation("batched_mm")
+    return _randomise(model), _moe_inputs(config.vocab_size)
+
+
+def untrained_bert() -> tuple[Model, Inputs]:
+    """BERT straight after construction: LayerNorm weights of one, biases of zero."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=150, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=32,
+    )  # fmt: skip
+    torch.manual_seed(SEED)
+    return transformers.BertForMaskedLM(config).eval(), {"input_ids": _ids(config.vocab_size)}
+
+
+def untrained_gpt2() -> tuple[Model, Inputs]:
+    """GPT-2 straight after construction: LayerNorm weights of one, biases of zero."""
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=130, n_positions=32, n_embd=32, n_layer=2, n_head=4, n_inner=64,
+                                     use_cache=False, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    torch.manual_seed(SEED)
+    ids = _ids(config.vocab_size)
+    return transformers.GPT2LMHeadModel(config).eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
 BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {
     "albert": albert,
     "bert": bert,
@@ -129,6 +192,9 @@ BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {
     "t5": t5,
     "distilbert": distilbert,
 }
+MOE_BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {"mixtral": mixtral, "qwen2_moe": qwen2_moe}
+UNTRAINED_BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {"bert": untrained_bert, "gpt2": untrained_gpt2}
+ALL_BUILDERS = {**BUILDERS, **MOE_BUILDERS, **{f"untrained_{k}": v for k, v in UNTRAINED_BUILDERS.items()}}
 
 
 def export(model: Model, example_inputs: Mapping[str, torch.Tensor], path: str | Path, dynamo: bool,
@@ -173,7 +239,7 @@ class Exported:
 @functools.lru_cache(maxsize=None)
 def built(name: str) -> tuple[Model, Inputs]:
     """One build per model name and process."""
-    return BUILDERS[name]()
+    return ALL_BUILDERS[name]()
 
 
 @functools.lru_cache(maxsize=None)
@@ -227,3 +293,45 @@ def torch_applied_params(model: Model, inputs: Mapping[str, Any]) -> int:
     return sum(
         sum(p.numel() for p in applied_by[id(module)]) * calls.get(id(module), 0) for module in modules.values()
     )
+
+
+def float_buffer_elements(model: Model) -> int:
+    """Elements of the distinct float buffers (rotary ``inv_freq``...) an export stores like
+    weights; buffers holding the same values (``original_inv_freq``) count once, as one tensor
+    in the file (or one copy group) holds them."""
+    distinct: list[torch.Tensor] = []
+    for buffer in model.buffers():
+        if buffer.is_floating_point() and buffer.numel() > 1 and not any(
+            b.shape == buffer.shape and torch.equal(b, buffer) for b in distinct
+        ):
+            distinct.append(buffer)
+    return sum(b.numel() for b in distinct)
+
+
+def expert_layers(model: Model) -> list[tuple[int, int, int]]:
+    """(n, k, parameters per expert) of each routed-expert layer, from the module tree:
+    ``model.model.layers[i].mlp.experts`` holds the stacked banks (leading dimension n); the
+    router (``mlp.gate``) and Qwen2-MoE's shared expert are always active."""
+    k = model.config.num_experts_per_tok
+    layers = []
+    for layer in model.model.layers:
+        experts = getattr(layer.mlp, "experts", None)
+        if experts is None:
+            continue
+        banks = list(experts.parameters())
+        n = banks[0].shape[0]
+        assert all(p.shape[0] == n for p in banks)
+        layers.append((n, k, sum(p.numel() for p in banks) // n))
+    return layers
+
+
+def torch_active_params(model: Model) -> int:
+    """Parameters one token uses: all of them less the n - k experts of each routed layer it skips."""
+    return model.num_parameters() - sum((n - k) * per_expert for n, k, per_expert in expert_layers(model))
+
+
+def torch_moe_applied_params(model: Model, inputs: Mapping[str, Any]) -> int:
+    """The forward-hook count (``torch_applied_params``), with each expert bank counted as the k
+    of n experts a token runs instead of the whole bank its module holds."""
+    inactive = sum((n - k) * per_expert for n, k, per_expert in expert_layers(model))
+    return torch_applied_params(model, inputs) - inactive

@@ -136,7 +136,11 @@ def _fingerprint_group(
                 progress(len(chunk[0]))
             if values is not None and previous is not None and i > 0 and values.size == previous.size:
                 key = (group[i - 1].id, group[i].id)
-                dots[key] = dots.get(key, 0.0) + float(np.dot(previous, values))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    dot = float(np.dot(previous, values))
+                if not np.isfinite(dot):  # float32 overflow: redo in float64
+                    dot = float(np.dot(previous.astype(np.float64), values.astype(np.float64)))
+                dots[key] = dots.get(key, 0.0) + dot
             previous = values
     return [a.result() for a in accumulators], dots
 

@@ -375,7 +375,8 @@ class _Builder:
             node_id = self._value_id(scope, base)
         attrs: dict[str, object] = {}
         invokes: list[str] = []
-        for attr in node.attribute:
+        # subgraphs in a fixed order whatever the file's attribute order: an If's then_branch first
+        for attr in sorted(node.attribute, key=lambda a: a.name != "then_branch"):
             if attr.type == AttributeProto.GRAPH:
                 sub_scope = f"{node_id}.{attr.name}"
                 self._graph(attr.g, sub_scope, "subgraph", node_id, attr.name, names)
