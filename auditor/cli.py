@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audit", description="Audit an ONNX model: honest parameter counts, sharing, copies.")
     parser.add_argument("model", help="path to an .onnx file")
     parser.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
-    parser.add_argument("--json", metavar="PATH", help="write the JSON report (schema_version 1)")
+    parser.add_argument("--json", metavar="PATH", help="write the JSON report (schema_version 2)")
     parser.add_argument("--graphml", metavar="PATH", help="write the graph of tensor reuse as GraphML")
     parser.add_argument("--near", metavar="TOL", type=float, default=None,
                         help="relative distance under which tensors count as near-duplicates (default 0.01)")

@@ -66,6 +66,11 @@ def _counts(
         "generated_params": 0,
         "parameter_tensors": tensors,
         "by_dtype": {"float32": {"params": stored, "bytes": 4 * stored}},
+        "active_params": unique,  # no routed experts in these models
+        "initial_value_params": 0,
+        "initial_value_tensors": 0,
+        "wasted_params": stored - unique,
+        "wasted_bytes": 4 * (stored - unique),
     }
 
 
@@ -305,5 +310,7 @@ def rep_quantized_blocks_model(rep_models_dir: Path) -> RepModel:
         "stored_params": 1536, "stored_bytes": 1536, "unique_params": 1536, "unique_bytes": 1536,
         "applied_params": 1536, "applied_params_lower_bound": 1536, "embedding_params": 0, "unused_params": 0,
         "generated_params": 0, "parameter_tensors": 6, "by_dtype": {"int8": {"params": 1536, "bytes": 1536}},
+        "active_params": 1536, "initial_value_params": 0, "initial_value_tensors": 0, "wasted_params": 0,
+        "wasted_bytes": 0,
     }  # fmt: skip
     return RepModel(path=path, counts=counts, findings=("AUD108",))

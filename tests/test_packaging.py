@@ -86,7 +86,7 @@ def test_installed_wheel_renders_reports(rep_wheel: Path, rep_tied_model: Any, r
     where = json.loads(probe.stdout)
     assert Path(where["auditor"]).resolve().is_relative_to(site.resolve()), where
     assert Path(where["templates"]).resolve() == (site / "auditor" / "templates").resolve(), where
-    assert where["schema_version"] == 1
+    assert where["schema_version"] == 2
 
     html, report = work / "installed.html", work / "installed.json"
     done = python("-m", "auditor.cli", str(rep_tied_model.path), "--html", str(html), "--json", str(report), "--quiet")

@@ -34,7 +34,7 @@ def test_json_report_matches_schema_and_hand_counts(
     errors = sorted(rep_validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
 
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["counts"] == model.counts
     assert [f["code"] for f in doc["findings"]] == list(model.findings)
     assert doc["duplicates"] == list(model.duplicates)
@@ -122,7 +122,7 @@ def _string_applied(doc: dict[str, Any]) -> None:
 
 
 def _wrong_version(doc: dict[str, Any]) -> None:
-    doc["schema_version"] = 2
+    doc["schema_version"] = 1
 
 
 def _evidence_missing_key(doc: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from auditor.report.model import Report
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _plain(value: Any) -> Any:
@@ -38,9 +38,14 @@ def report_dict(report: Report) -> dict[str, Any]:
             "unique_bytes": counts.unique_bytes,
             "applied_params": counts.applied_params,
             "applied_params_lower_bound": counts.applied_params_lower_bound,
+            "active_params": counts.active_params,
             "embedding_params": counts.embedding_params,
             "unused_params": counts.unused_params,
             "generated_params": counts.generated_params,
+            "initial_value_params": counts.initial_value_params,
+            "initial_value_tensors": counts.initial_value_tensors,
+            "wasted_params": counts.wasted_params,
+            "wasted_bytes": counts.wasted_bytes,
             "parameter_tensors": counts.parameter_tensors,
             "by_dtype": _plain(counts.by_dtype),
         },
@@ -55,6 +60,9 @@ def report_dict(report: Report) -> dict[str, Any]:
         "shareable": _plain(report.shareable),
         "repeated_blocks": _plain(report.repeated_blocks),
         "loops": _plain(report.loops),
+        "branches": _plain(report.branches),
+        "experts": _plain(report.experts),
+        "unknown_roles": _plain(report.unknown_roles),
         "findings": [
             {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": _plain(f.evidence)}
             for f in report.findings
