@@ -332,3 +332,35 @@ def test_huge_magnitudes_find_the_copy_and_print_no_warning(tmp_path: Path) -> N
     assert done.returncode == 0 and done.stderr == ""
     report = auditor.audit(path)
     assert [(g.tensors, g.relation, g.scale) for g in report.duplicates] == [(("A", "B"), "scaled", 0.5)]
+
+
+def test_reports_show_branches_experts_initial_values_and_unknown_roles(tmp_path: Path) -> None:
+    """The JSON of each new case validates against the schema and carries the new sections; the
+    HTML shows them with their numbers; the terminal shows the applied range and active count."""
+    import json
+
+    import jsonschema
+
+    from auditor.report.html import render_html
+    from auditor.report.json_report import render_json
+    from auditor.report.terminal import render_terminal
+
+    schema = json.loads((Path(auditor.__file__).parent / "report" / "report.schema.json").read_text(encoding="utf-8"))
+    branch_dir, expert_dir = tmp_path / "branch", tmp_path / "experts"
+    branch_dir.mkdir()
+    expert_dir.mkdir()
+    test_stacked_expert_bank_counts_k_of_n(expert_dir)
+    branch = auditor.audit(two_networks(branch_dir, None))
+    experts = auditor.audit(expert_dir / "m.onnx")
+    for report in (branch, experts):
+        jsonschema.validate(json.loads(render_json(report)), schema, cls=jsonschema.Draft202012Validator)
+    doc = json.loads(render_json(experts))
+    assert doc["counts"]["active_params"] == 160
+    assert doc["experts"] == [{"tensors": ["E"], "router": doc["experts"][0]["router"], "n": 4, "k": 2, "params_per_expert": 64}]
+    assert json.loads(render_json(branch))["branches"] == [{"node": "rate_switch", "branches": [192, 32]}]
+    html = render_html(experts)
+    assert 'id="experts"' in html and "2 of 4" in html and 'data-count="active"' in html
+    html = render_html(branch)
+    assert 'id="branches"' in html and 'id="applied-range"' in html and "rate_switch" in html
+    assert "32-192" in render_terminal(branch)
+    assert "active params" in render_terminal(experts)

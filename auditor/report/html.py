@@ -22,7 +22,9 @@ COUNT_MEANINGS = {
     "stored": "Every parameter tensor in the file, each counted once. What a naive counter reports.",
     "unique": "Stored, after merging tensors that hold the same values under another name.",
     "applied": "Parameter elements applied in one forward pass: a shared tensor counts once per use, "
-    "a loop body's weights once per iteration. Tracks compute far better than the stored count.",
+    "a loop body's weights once per iteration, a slice the elements it reads, an If its heaviest branch, "
+    "a routed expert bank the k of n experts a token runs. Tracks compute far better than the stored count.",
+    "active": "Unique, less the experts a token is not routed to: what mixture-of-experts model cards quote.",
     "embedding": "Parameters used as lookup tables (a Gather indexed by the inputs): one row per token is read.",
     "unused": "Stored parameters that no node reads.",
     "generated": "Weights created at run time (ConstantOfShape, RandomNormal...), not stored in the file.",
@@ -61,8 +63,10 @@ def _bars(report: Report) -> list[Bar]:
         ("applied", "Applied / forward", c.applied_params if c.applied_params is not None else c.applied_params_lower_bound,
          applied_text, ""),
         ("embedding", "Embedding", c.embedding_params, human(c.embedding_params), ""),
-        ("unused", "Unused", c.unused_params, human(c.unused_params), ""),
     ]  # fmt: skip
+    if report.experts:
+        rows.insert(2, ("active", "Active / token", c.active_params, human(c.active_params), ""))
+    rows.append(("unused", "Unused", c.unused_params, human(c.unused_params), ""))
     if c.generated_params:
         rows.append(("generated", "Generated at run time", c.generated_params, human(c.generated_params), ""))
     top = max((r[2] or 0 for r in rows), default=0) or 1

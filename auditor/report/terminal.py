@@ -10,13 +10,17 @@ def render_terminal(report: Report) -> str:
     """A few lines: the counts side by side, then the findings."""
     c = report.counts
     applied = human(c.applied_params) if c.applied_params is not None else f">= {human(c.applied_params_lower_bound)} (loop trip count unknown)"
+    if c.applied_params is not None and c.applied_params_lower_bound != c.applied_params:
+        applied = f"{human(c.applied_params_lower_bound)}-{human(c.applied_params)}"
     rows = [
         ("stored params", human(c.stored_params), human_bytes(c.stored_bytes), "every parameter tensor in the file"),
         ("unique params", human(c.unique_params), human_bytes(c.unique_bytes), "after merging copies"),
         ("applied params", applied, "", "applied per forward pass (shared weights counted per use)"),
         ("embedding params", human(c.embedding_params), "", "lookup tables"),
-        ("unused params", human(c.unused_params), "", "read by no node"),
     ]
+    if report.experts:
+        rows.insert(2, ("active params", human(c.active_params), "", "used per token (k of n routed experts)"))
+    rows.append(("unused params", human(c.unused_params), "", "read by no node"))
     if c.generated_params:
         rows.append(("generated params", human(c.generated_params), "", "created at run time, not stored"))
     width = max(len(r[1]) for r in rows)
