@@ -32,24 +32,16 @@ class Role(str, Enum):
     UNKNOWN = "unknown"  # an op the vocabulary does not know
 
     @property
-    def applies(self) -> bool:
-        """Reading a stored tensor in this role applies its values (the use counts)."""
-        return self in _APPLYING
-
-    @property
     def passes_on(self) -> bool:
         """The node hands the tensor (or a part of it) to its output unchanged."""
         return self in (Role.VIEW, Role.DEQUANTIZE, Role.SLICE)
 
     @property
     def is_metadata(self) -> bool:
-        """A float tensor read only in such roles is configuration, not a parameter."""
+        """Reading a tensor in such a role does not apply its values: a float tensor read only so is
+        configuration, not a parameter, and such a read is no use of a parameter."""
         return self in (Role.CONFIG, Role.SHAPE, Role.QUANT_PARAM, Role.INDICES, Role.CONDITION)
 
-
-_APPLYING = frozenset(
-    {Role.WEIGHT, Role.DATA, Role.LOOKUP, Role.GATHER, Role.QUANTIZED, Role.EXPERT_BANK, Role.UNKNOWN}
-)
 
 
 class OpKind(str, Enum):

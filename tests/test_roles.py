@@ -364,3 +364,16 @@ def test_reports_show_branches_experts_initial_values_and_unknown_roles(tmp_path
     assert 'id="branches"' in html and 'id="applied-range"' in html and "rate_switch" in html
     assert "32-192" in render_terminal(branch)
     assert "active params" in render_terminal(experts)
+
+
+def test_reading_only_the_shape_of_a_weight_is_no_use(tmp_path: Path) -> None:
+    """W [4, 4] is applied by one MatMul; a Shape node reads only its shape: one use, not shared."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["y"]),
+        helper.make_node("Shape", ["W"], ["s"]),
+        helper.make_node("Reshape", ["y", "s"], ["z"]),
+    ]
+    path = build(tmp_path, nodes, [vi("x", FLOAT, [4, 4])], [vi("z", FLOAT, None)], [w("W", (4, 4))],
+                 feeds={"x": np.ones((4, 4), np.float32)})  # fmt: skip
+    report = auditor.audit(path)
+    assert report.counts.applied_params == 16 and report.shared == ()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from auditor.analyses.usage import _WEIGHT_ROLES, Read, reads_of
+from auditor.analyses.usage import WEIGHT_ROLES, Read, reads_of
 from auditor.graph import ModelGraph, OpNode
 from auditor.roles import OpKind, Role
 
@@ -58,7 +58,7 @@ def generated_weights(model: ModelGraph) -> tuple[GeneratedWeight, ...]:
         generated = GeneratedWeight(node.id, shape, ())
         if generated.numel <= 1:
             continue
-        reads = tuple(r for r in reads_of(model, node.outputs[0], shape, through_elementwise=True) if r.role in _WEIGHT_ROLES)
+        reads = tuple(r for r in reads_of(model, node.outputs[0], shape, through_elementwise=True) if r.role in WEIGHT_ROLES)
         if reads:
             found.append(GeneratedWeight(node.id, shape, reads))
     return tuple(found)

@@ -24,7 +24,7 @@ from auditor.roles import OpKind, Part, Role, Routing
 
 _MAX_NESTING = 256
 _MASK_LIMIT = 1 << 24  # above this many elements, overlapping parts are not unioned exactly
-_WEIGHT_ROLES = frozenset({Role.WEIGHT, Role.LOOKUP, Role.GATHER, Role.EXPERT_BANK, Role.QUANTIZED})
+WEIGHT_ROLES = frozenset({Role.WEIGHT, Role.LOOKUP, Role.GATHER, Role.EXPERT_BANK, Role.QUANTIZED})
 
 Axes = tuple["range | tuple[int, ...] | np.ndarray | None", ...]
 
@@ -211,7 +211,7 @@ def reads_of(
                 stack.extend((out, keeps, elements) for out in following)
             elif through_elementwise and node.kind is OpKind.ELEMENTWISE and node.outputs and node.outputs[0]:
                 stack.append((node.outputs[0], axes, elements))
-            else:
+            elif not role.is_metadata:  # Shape(W) reads no values of W
                 applied = elements if density == 1.0 else round(elements * density)
                 found.append(Read(use, role, applied, axes, node.routing if role is Role.EXPERT_BANK else None))
     return tuple(found)
