@@ -53,6 +53,7 @@ class OpKind(str, Enum):
     ELEMENTWISE = "elementwise"  # generated weights stay weights through it (W = RandomNormal() * 0.02)
     GENERATOR = "generator"  # makes a tensor at run time from a shape (ConstantOfShape, RandomNormal...)
     TOP_K = "top_k"  # picks k of n (a router, when its indices pick expert weights)
+    SCATTER = "scatter"  # writes rows back into a whole tensor (ScatterND: index_add of expert outputs)
     BRANCH = "branch"  # runs one of its subgraphs (If)
     LOOP = "loop"  # runs its body a trip count times (Loop)
     SCAN = "scan"  # runs its body once per element of a sequence (Scan)
@@ -88,3 +89,8 @@ class Routing:
     k: int | None  # None when k is computed at run time
     n: int
     axis: int = 0
+    # the read picks one expert (a scalar index: an exporter unrolled a loop over the experts);
+    # otherwise it picks each token's k experts at once
+    one_expert: bool = False
+    # for one expert's own weights: the node gathering the tokens the router sent to that expert
+    group: str | None = None

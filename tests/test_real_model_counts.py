@@ -63,6 +63,33 @@ def test_moe_active_and_applied_match_torch(name: str, exporter: str, export_dir
 
 
 @pytest.mark.parametrize("exporter", list(EXPORTERS))
+def test_per_expert_weights_count_k_of_n(exporter: str, export_dir: Path) -> None:
+    """The classic layout: each expert its own Linears, applied to the tokens the router sent to
+    it (``torch.where`` + ``index_add_``). The 12 expert matrices are one router's 4 experts."""
+    exported = zoo.exported("per_expert_moe", EXPORTERS[exporter], export_dir)
+    model, report = exported.model, _audit(exported.path)
+    counts = report.counts
+    assert counts.unique_params == model.num_parameters()
+    assert counts.active_params == zoo.torch_active_params(model)
+    assert counts.applied_params == zoo.torch_moe_applied_params(model, exported.inputs)
+    ((n, k, per_expert),) = zoo.expert_layers(model)
+    assert [(b.n, b.k, b.params_per_expert, len(b.tensors)) for b in report.experts] == [(n, k, per_expert, 3 * n)]
+    assert counts.embedding_params == model.embed.weight.numel()
+
+
+def test_experts_unrolled_one_at_a_time(export_dir: Path) -> None:
+    """transformers' ``eager`` experts, which the legacy exporter unrolls for the experts the
+    example input hits (here all 4 in both layers): one Gather of one expert per unrolled step.
+    Legacy exporter only: torch.export rejects the loop, whose length depends on the data."""
+    exported = zoo.exported("mixtral_eager", False, export_dir)
+    model, report = exported.model, _audit(exported.path)
+    buffers = zoo.float_buffer_elements(model)
+    assert report.counts.active_params == zoo.torch_active_params(model) + buffers
+    assert report.counts.applied_params == zoo.torch_moe_applied_params(model, exported.inputs) + buffers
+    assert report.shared == ()  # four gathers of one expert each: every element applied once
+
+
+@pytest.mark.parametrize("exporter", list(EXPORTERS))
 @pytest.mark.parametrize("name", list(zoo.UNTRAINED_BUILDERS))
 def test_untrained_export_counts_as_torch(name: str, exporter: str, export_dir: Path) -> None:
     exported = zoo.exported(f"untrained_{name}", EXPORTERS[exporter], export_dir)

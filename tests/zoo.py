@@ -148,6 +148,13 @@ def mixtral() -> tuple[Model, Inputs]:
     return _randomise(model), _moe_inputs(config.vocab_size)
 
 
+def mixtral_eager() -> tuple[Model, Inputs]:
+    """The same Mixtral with transformers' ``eager`` experts: a loop over the experts an input hits."""
+    model, inputs = mixtral()
+    model.set_experts_implementation("eager")
+    return model, inputs
+
+
 def qwen2_moe() -> tuple[Model, Inputs]:
     """Qwen2-MoE: 2 layers of 4 routed experts (k=2) plus an always-active shared expert."""
     import transformers
@@ -185,6 +192,54 @@ def untrained_gpt2() -> tuple[Model, Inputs]:
     return transformers.GPT2LMHeadModel(config).eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
+class _Expert(torch.nn.Module):
+    """One expert of the classic Mixtral layout: its own three bias-free Linears (SwiGLU)."""
+
+    def __init__(self, hidden: int, inner: int) -> None:
+        super().__init__()
+        self.w1 = torch.nn.Linear(hidden, inner, bias=False)
+        self.w2 = torch.nn.Linear(inner, hidden, bias=False)
+        self.w3 = torch.nn.Linear(hidden, inner, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(torch.nn.functional.silu(self.w1(x)) * self.w3(x))
+
+
+class PerExpertMoE(torch.nn.Module):
+    """A token-level MoE as transformers wrote Mixtral before v5: one module per expert, and a
+    loop over all experts that applies each to the tokens the router sent to it
+    (``torch.where`` on the one-hot mask) and adds the results back with ``index_add_``."""
+
+    def __init__(self, vocab: int = 64, hidden: int = 16, inner: int = 24, experts: int = 4, k: int = 2) -> None:
+        super().__init__()
+        self.config = type("Config", (), {"num_experts_per_tok": k})()
+        self.embed = torch.nn.Embedding(vocab, hidden)
+        self.gate = torch.nn.Linear(hidden, experts, bias=False)
+        self.experts = torch.nn.ModuleList(_Expert(hidden, inner) for _ in range(experts))
+        self.head = torch.nn.Linear(hidden, vocab)
+        self.k = k
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed(input_ids)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        weights, chosen = torch.topk(torch.softmax(self.gate(flat), dim=-1), self.k, dim=-1)
+        mask = torch.nn.functional.one_hot(chosen, num_classes=len(self.experts)).permute(2, 1, 0)
+        out = torch.zeros_like(flat)
+        for index, expert in enumerate(self.experts):
+            slot, token = torch.where(mask[index])
+            out.index_add_(0, token, expert(flat[token]) * weights[token, slot, None])
+        return self.head(flat + out)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def per_expert_moe() -> tuple[Model, Inputs]:
+    """The classic per-expert MoE layout (``PerExpertMoE``): 4 experts of 3 matrices, k = 2."""
+    torch.manual_seed(SEED)
+    return _randomise(PerExpertMoE()), {"input_ids": _ids(64)}
+
+
 BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {
     "albert": albert,
     "bert": bert,
@@ -193,8 +248,13 @@ BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {
     "distilbert": distilbert,
 }
 MOE_BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {"mixtral": mixtral, "qwen2_moe": qwen2_moe}
+PER_EXPERT_BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {
+    "per_expert_moe": per_expert_moe, "mixtral_eager": mixtral_eager,
+}
 UNTRAINED_BUILDERS: dict[str, Callable[[], tuple[Model, Inputs]]] = {"bert": untrained_bert, "gpt2": untrained_gpt2}
-ALL_BUILDERS = {**BUILDERS, **MOE_BUILDERS, **{f"untrained_{k}": v for k, v in UNTRAINED_BUILDERS.items()}}
+ALL_BUILDERS = {
+    **BUILDERS, **MOE_BUILDERS, **PER_EXPERT_BUILDERS, **{f"untrained_{k}": v for k, v in UNTRAINED_BUILDERS.items()}
+}
 
 
 def export(model: Model, example_inputs: Mapping[str, torch.Tensor], path: str | Path, dynamo: bool,
@@ -313,6 +373,8 @@ def expert_layers(model: Model) -> list[tuple[int, int, int]]:
     ``model.model.layers[i].mlp.experts`` holds the stacked banks (leading dimension n); the
     router (``mlp.gate``) and Qwen2-MoE's shared expert are always active."""
     k = model.config.num_experts_per_tok
+    if isinstance(model, PerExpertMoE):
+        return [(len(model.experts), k, sum(p.numel() for p in model.experts[0].parameters()))]
     layers = []
     for layer in model.model.layers:
         experts = getattr(layer.mlp, "experts", None)

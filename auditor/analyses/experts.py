@@ -12,14 +12,14 @@ from typing import Mapping, Sequence
 
 from auditor.analyses.usage import Applications
 from auditor.graph import TensorInfo
-from auditor.roles import Role
+from auditor.roles import Role, Routing
 
 
 @dataclass(frozen=True)
 class ExpertBank:
     """Expert weights chosen by one router: ``k`` of the ``n`` experts run per token."""
 
-    tensors: tuple[str, ...]  # one stacked tensor, or one tensor per expert
+    tensors: tuple[str, ...]  # one stacked tensor, or every expert's own tensors
     router: str  # the TopK node choosing the experts
     n: int
     k: int | None  # None when k is computed at run time
@@ -36,15 +36,26 @@ class ExpertBank:
 
 
 def expert_banks(params: Sequence[TensorInfo], applications: Mapping[str, Applications]) -> tuple[ExpertBank, ...]:
-    """Stacked expert banks: parameters read per token through a router's choice of experts."""
+    """Expert weights: stacked banks read through a router's choice of experts, and each router's
+    per-expert tensors (applied to the tokens it sent to one expert), one entry per router."""
     banks = []
+    own: dict[str, tuple[Routing, set[str], set[str]]] = {}  # router -> (routing, groups, tensors)
     for tensor in params:
-        routed = [read.routing for read in applications[tensor.id].reads if read.role is Role.EXPERT_BANK and read.routing]
-        if not routed:
+        reads = applications[tensor.id].reads
+        routed = [read.routing for read in reads if read.role is Role.EXPERT_BANK and read.routing]
+        if routed:
+            routing = routed[0]
+            per_expert = tensor.stored_elements // max(routing.n, 1)
+            banks.append(ExpertBank((tensor.id,), routing.router, routing.n, routing.k, per_expert))
             continue
-        routing = routed[0]
-        banks.append(
-            ExpertBank((tensor.id,), routing.router, routing.n, routing.k, tensor.stored_elements // max(routing.n, 1))
-        )
+        for read in reads:
+            if read.routing is not None and read.routing.group is not None:
+                routing, groups, tensors = own.setdefault(read.routing.router, (read.routing, set(), set()))
+                groups.add(read.routing.group)
+                tensors.add(tensor.id)
+    sizes = {t.id: t.stored_elements for t in params}
+    for router, (routing, groups, tensors) in own.items():
+        total = sum(sizes[t] for t in tensors)
+        banks.append(ExpertBank(tuple(sorted(tensors)), router, len(groups), routing.k, total // max(len(groups), 1)))
     banks.sort(key=lambda b: (b.router, b.tensors))
     return tuple(banks)

@@ -213,7 +213,10 @@ def reads_of(
                 stack.append((node.outputs[0], axes, elements))
             elif not role.is_metadata:  # Shape(W) reads no values of W
                 applied = elements if density == 1.0 else round(elements * density)
-                found.append(Read(use, role, applied, axes, node.routing if role is Role.EXPERT_BANK else None))
+                routing = node.routing if role is Role.EXPERT_BANK or (node.routing and node.routing.group) else None
+                if routing is not None and routing.one_expert and routing.n:
+                    applied //= routing.n
+                found.append(Read(use, role, applied, axes, routing))
     return tuple(found)
 
 

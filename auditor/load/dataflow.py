@@ -201,7 +201,8 @@ def _refine(model: ModelGraph, node: OpNode, origin: dict[str, _Origin]) -> OpNo
                 n = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
                 roles[slot] = Role.EXPERT_BANK if n else Role.WEIGHT
                 if n:
-                    routing = Routing(router, _router_k(model, router), n, axis % len(shape or (0,)))
+                    one = model.value_shapes.get(indices) == ()
+                    routing = Routing(router, _router_k(model, router), n, axis % len(shape or (0,)), one)
             elif where.runtime:
                 roles[slot] = Role.LOOKUP
             else:
@@ -223,13 +224,62 @@ def _refine(model: ModelGraph, node: OpNode, origin: dict[str, _Origin]) -> OpNo
     return replace(node, roles=tuple(roles), parts=parts, routing=routing)
 
 
+def _expert_groups(model: ModelGraph, origin: dict[str, _Origin]) -> dict[str, Routing]:
+    """Nodes applying one expert's own weights: their input holds the tokens a router sent to
+    that expert (gathered by indices the router's TopK chose, as an unrolled loop over experts
+    does: ``hidden[where(mask == e)]``), not yet written back (a Scatter: ``index_add``).
+
+    Each token gather starts a group; a node whose inputs carry exactly one group of a router
+    is that expert's. A value mixing several groups is the experts' combined output: no node
+    downstream of it is an expert's, so a missed write-back cannot leak into dense layers. A
+    router with fewer than two groups is not a mixture of experts (a detector's TopK over boxes).
+    """
+    groups: dict[str, frozenset[tuple[str, str]]] = {}
+    for node in model.nodes.values():
+        tags: frozenset[tuple[str, str]] = frozenset()
+        if node.kind is not OpKind.SCATTER:
+            tags = frozenset().union(*(groups.get(v, frozenset()) for v in node.inputs if v))
+        if Role.GATHER in node.roles and node.inputs and node.inputs[0] not in model.tensors:
+            index_slot = next((i for i, r in enumerate(node.roles) if r is Role.INDICES), None)
+            indices = node.inputs[index_slot] if index_slot is not None else ""
+            routers = origin.get(indices, _CONSTANT).routers if indices else frozenset()
+            data = groups.get(node.inputs[0], frozenset())
+            if routers and not data:
+                tags = frozenset((router, node.id) for router in routers)
+        for out in node.outputs:
+            if out and tags:
+                groups[out] = tags
+    per_router: dict[str, set[str]] = {}
+    for tags in groups.values():
+        for router, group in tags:
+            per_router.setdefault(router, set()).add(group)
+    routings: dict[str, Routing] = {}
+    for node in model.nodes.values():
+        tags = frozenset().union(*(groups.get(v, frozenset()) for v in node.inputs if v))
+        if len(tags) != 1 or node.kind is OpKind.SCATTER:
+            continue
+        ((router, group),) = tags
+        if len(per_router.get(router, ())) < 2:
+            continue
+        logits = model.value_shapes.get(model.nodes[router].inputs[0]) if model.nodes[router].inputs else None
+        n = logits[-1] if logits and logits[-1] is not None else len(per_router[router])
+        routings[node.id] = Routing(router, _router_k(model, router), int(n), group=group)
+    return routings
+
+
 def refine_roles(model: ModelGraph) -> ModelGraph:
-    """The model with GATHER reads classified and SLICE reads given their parts."""
+    """The model with GATHER reads classified, SLICE reads given their parts, and the nodes that
+    apply one routed expert's own weights given their router."""
     pending = [n for n in model.nodes.values() if Role.GATHER in n.roles or (n.roles and n.roles[0] is Role.SLICE)]
     if not pending:
         return model
-    origin = _origins(model) if any(Role.GATHER in n.roles for n in pending) else {}
+    has_gathers = any(Role.GATHER in n.roles for n in pending)
+    origin = _origins(model) if has_gathers else {}
     nodes = dict(model.nodes)
     for node in pending:
         nodes[node.id] = _refine(model, node, origin)
+    if has_gathers and any(n.kind is OpKind.TOP_K for n in model.nodes.values()):
+        for node_id, routing in _expert_groups(model, origin).items():
+            if nodes[node_id].routing is None:
+                nodes[node_id] = replace(nodes[node_id], routing=routing)
     return replace(model, nodes=nodes)

@@ -20,6 +20,7 @@ import numpy as np
 
 from auditor.errors import AuditError
 from auditor.graph import PACKED_DTYPES, ExternalRef, ModelGraph, OpNode, Scope, TensorInfo
+from auditor.roles import OpKind
 from auditor.load.dataflow import refine_roles
 from auditor.load.onnx_ops import CALL_SPEC, UNKNOWN_SPEC, spec_for
 from auditor.load.tensor_data import chunker
@@ -287,6 +288,8 @@ class _Builder:
         for function in self.model.functions:
             self._function(function)
         main = self._graph(graph, scope="", kind="main", owner=None, attr=None, outer={})
+        if any(node.kind is OpKind.TOP_K for node in self.nodes.values()):
+            self._infer_main_shapes()
         initializer_names = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
         inputs = tuple(v for v, proto in zip(main.inputs, graph.input) if proto.name not in initializer_names)
         return refine_roles(ModelGraph(
@@ -304,6 +307,20 @@ class _Builder:
             value_shapes=self.value_shapes,
             external_data_bytes=self.external.total_bytes,
         ))
+
+    def _infer_main_shapes(self) -> None:
+        """Shapes of the main graph's values from onnx's shape inference, where the file has none.
+
+        Only for graphs with a TopK (a router, perhaps): whether an expert bank is read one expert
+        at a time depends on the rank of its indices, which exporters seldom write down.
+        """
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self.model, strict_mode=False)
+        except Exception:  # noqa: BLE001 - inference is a bonus: a model it cannot handle is still audited
+            return
+        known = dict(self.value_shapes)
+        self._record_shapes(inferred.graph.value_info, "")
+        self.value_shapes.update(known)  # what the file says wins
 
     def _value_id(self, scope: str, name: str) -> str:
         return f"{scope}/{name}" if scope else name

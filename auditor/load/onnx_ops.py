@@ -92,6 +92,9 @@ _STANDARD: dict[str, OpSpec] = {
     "Where": OpSpec((COND, D, D)),
     "TopK": OpSpec((D, C), kind=OpKind.TOP_K),
     "QuantizeLinear": OpSpec((D, QP, QP)),
+    "ScatterND": OpSpec((D, I, D), kind=OpKind.SCATTER),
+    "ScatterElements": OpSpec((D, I, D), kind=OpKind.SCATTER),
+    "Scatter": OpSpec((D, I, D), kind=OpKind.SCATTER),
     # quantized weights
     "QLinearConv": _q((D, QP, QP, Q, QP, QP, QP, QP, Q), {3: (4, 5), 8: (None, None)}),
     "QLinearMatMul": _q((Q, QP, QP, Q, QP, QP, QP, QP), {0: (1, 2), 3: (4, 5)}),
