@@ -377,3 +377,20 @@ def test_reading_only_the_shape_of_a_weight_is_no_use(tmp_path: Path) -> None:
                  feeds={"x": np.ones((4, 4), np.float32)})  # fmt: skip
     report = auditor.audit(path)
     assert report.counts.applied_params == 16 and report.shared == ()
+
+
+def test_a_topk_over_boxes_is_no_router(tmp_path: Path) -> None:
+    """A detector keeps the 3 best of 10 boxes (TopK on scores), gathers their features and runs
+    a box head W [4, 2]: one group of gathered rows, not a mixture of experts; W counts in full."""
+    nodes = [
+        helper.make_node("MatMul", ["feats", "S"], ["scores2d"]),
+        helper.make_node("Squeeze", ["scores2d", "last"], ["scores"]),
+        helper.make_node("TopK", ["scores", "k"], ["best", "keep"], axis=0),
+        helper.make_node("Gather", ["feats", "keep"], ["kept"], axis=0),
+        helper.make_node("MatMul", ["kept", "W"], ["y"]),
+    ]
+    inits = [w("S", (4, 1)), w("W", (4, 2)), ints("k", [3]), ints("last", [1])]
+    path = build(tmp_path, nodes, [vi("feats", FLOAT, [10, 4])], [vi("y", FLOAT, None)], inits,
+                 feeds={"feats": RNG.standard_normal((10, 4)).astype(np.float32)})  # fmt: skip
+    report = auditor.audit(path)
+    assert report.experts == () and report.counts.applied_params == 4 + 8 == report.counts.active_params
