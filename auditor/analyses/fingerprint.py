@@ -45,10 +45,18 @@ class Fingerprint:
     minimum: float = 0.0
     maximum: float = 0.0
     sketch: np.ndarray = field(default_factory=lambda: np.zeros(SKETCH_DIM), compare=False, repr=False)
+    sumabs: float = 0.0
 
     @property
     def rms(self) -> float:
         return float(np.sqrt(self.sumsq / self.numel)) if self.numel else 0.0
+
+    @property
+    def mean_abs_ratio(self) -> float:
+        """mean|x| / rms: like ``peak_ratio`` unchanged by scaling, transposing or casting, but a
+        property of every element rather than of one, so unrelated tensors seldom agree on it."""
+        rms = self.rms
+        return self.sumabs / self.numel / rms if rms and self.numel else 0.0
 
     @property
     def peak_ratio(self) -> float:
@@ -69,6 +77,7 @@ class _Accumulator:
         self.digest = xxhash.xxh3_128()
         self.is_float = tensor.is_float
         self.sumsq = 0.0
+        self.sumabs = 0.0
         self.minimum = np.inf
         self.maximum = -np.inf
         self.sketch = np.zeros(SKETCH_DIM, dtype=np.float64)
@@ -87,6 +96,7 @@ class _Accumulator:
             wide = x.astype(np.float64)
             square = float(np.dot(wide, wide))
         self.sumsq += square
+        self.sumabs += float(np.abs(x).sum(dtype=np.float64))
         self.minimum = min(self.minimum, float(x.min()))
         self.maximum = max(self.maximum, float(x.max()))
         # The sketch is R^T (sum over rows r of sign_r * row_r): rows of _ROW consecutive
@@ -110,7 +120,7 @@ class _Accumulator:
             return Fingerprint(t.id, t.dtype, t.numel, self.digest.digest())
         return Fingerprint(
             t.id, t.dtype, t.numel, self.digest.digest(), self.sumsq, self.minimum, self.maximum,
-            self.sketch.copy(),
+            self.sketch.copy(), self.sumabs,
         )  # fmt: skip
 
 

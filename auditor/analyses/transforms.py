@@ -106,13 +106,17 @@ def _relate(a: TensorInfo, b: TensorInfo, fa: Fingerprint, fb: Fingerprint) -> C
 
 
 def _candidate_pairs(group: Sequence[Fingerprint], rtol: float) -> Iterator[tuple[Fingerprint, Fingerprint]]:
-    """Pairs whose scale-free peak ratio agrees within ``rtol``: a sort and a sweep, not all pairs."""
+    """Pairs whose two scale-free ratios (peak and mean magnitude over rms) agree within
+    ``rtol``: a sort and a sweep over at most ``_WINDOW`` neighbours each, not all pairs."""
     ordered = sorted(group, key=lambda f: f.peak_ratio)
+    ratios = [(f.peak_ratio, f.mean_abs_ratio) for f in ordered]
     for i, first in enumerate(ordered):
-        for second in ordered[i + 1 : i + 1 + _WINDOW]:
-            if second.peak_ratio > first.peak_ratio * (1 + rtol) + 1e-12:
+        peak, spread = ratios[i]
+        for j in range(i + 1, min(i + 1 + _WINDOW, len(ordered))):
+            if ratios[j][0] > peak * (1 + rtol) + 1e-12:
                 break
-            yield first, second
+            if _close(ratios[j][1], spread, rtol):
+                yield first, ordered[j]
 
 
 def transformed_edges(
@@ -155,7 +159,8 @@ def transformed_edges(
         if fq is None or fq.sumsq <= 0:
             continue
         for fp in buckets.get(source.numel, ()):
-            if not (_close(fp.sumsq, fq.sumsq, 1e-3) and _close(fp.peak_ratio, fq.peak_ratio, 1e-3)):
+            if not (_close(fp.sumsq, fq.sumsq, 1e-3) and _close(fp.peak_ratio, fq.peak_ratio, 1e-3)
+                    and _close(fp.mean_abs_ratio, fq.mean_abs_ratio, 1e-3)):  # fmt: skip
                 continue
             dequantized_values = source.compute()
             if dequantized_values is None:

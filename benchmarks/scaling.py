@@ -1,0 +1,268 @@
+"""How the audit's cost grows with the model: graph-heavy, If-heavy, nested and tensor-heavy models.
+
+For each family, models are generated at several sizes; each size is measured in a fresh
+process (imports not timed): ``onnx.load`` of the file (the floor) and ``auditor.audit`` with the
+JSON written, with their peak RSS (VmHWM). The growth exponent b of time ~ size^b is fitted by
+least squares on log-log for both, and the planted copies are checked against the report.
+
+Families:
+  graph     transformer-like layers of small weights (18 nodes per layer)
+  branches  the same layers, each with an If choosing between two small networks
+  nested    Loops nested inside Loops (each level reads its own weight and the outer ones)
+  tensors   many small tensors (256 floats), 2% of them planted copies (identical, transposed, scaled)
+
+Usage: python benchmarks/scaling.py [--family graph ...] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FLOAT = TensorProto.FLOAT
+D = 16  # side of the small weights
+
+
+def _weight(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+    return numpy_helper.from_array((rng.standard_normal(shape) * 0.02).astype(np.float32), name)
+
+
+def _layer(rng: np.random.Generator, prefix: str, x: str, nodes: list, inits: list) -> str:
+    """A transformer-like layer: LayerNorm, q/k/v/o projections, softmax attention, MLP, residuals."""
+    for part in ("ln1", "ln2"):
+        inits += [_weight(rng, f"{prefix}.{part}.w", (D,)), _weight(rng, f"{prefix}.{part}.b", (D,))]
+    for part in ("q", "k", "v", "o", "up", "down"):
+        inits.append(_weight(rng, f"{prefix}.W{part}", (D, D)))
+    n = lambda op, ins, out, **kw: nodes.append(helper.make_node(op, ins, [f"{prefix}.{out}"], **kw))  # noqa: E731
+    n("LayerNormalization", [x, f"{prefix}.ln1.w", f"{prefix}.ln1.b"], "h", axis=-1)
+    for part in ("q", "k", "v"):
+        n("MatMul", [f"{prefix}.h", f"{prefix}.W{part}"], part)
+    n("Transpose", [f"{prefix}.k"], "kt", perm=[1, 0])
+    n("MatMul", [f"{prefix}.q", f"{prefix}.kt"], "scores")
+    n("Softmax", [f"{prefix}.scores"], "probs", axis=-1)
+    n("MatMul", [f"{prefix}.probs", f"{prefix}.v"], "ctx")
+    n("MatMul", [f"{prefix}.ctx", f"{prefix}.Wo"], "attn")
+    n("Add", [x, f"{prefix}.attn"], "res1")
+    n("LayerNormalization", [f"{prefix}.res1", f"{prefix}.ln2.w", f"{prefix}.ln2.b"], "h2", axis=-1)
+    n("MatMul", [f"{prefix}.h2", f"{prefix}.Wup"], "up_out")
+    n("Relu", [f"{prefix}.up_out"], "act")
+    n("MatMul", [f"{prefix}.act", f"{prefix}.Wdown"], "down_out")
+    n("Add", [f"{prefix}.res1", f"{prefix}.down_out"], "out")
+    return f"{prefix}.out"
+
+
+def _save(path: Path, nodes: list, inits: list, outputs: list[str]) -> None:
+    graph = helper.make_graph(
+        nodes, "bench", [helper.make_tensor_value_info("x", FLOAT, [4, D])],
+        [helper.make_tensor_value_info(o, FLOAT, None) for o in outputs], inits,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def graph_model(path: Path, layers: int) -> dict:
+    rng = np.random.default_rng(0)
+    nodes: list = []
+    inits: list = []
+    x = "x"
+    for i in range(layers):
+        x = _layer(rng, f"l{i}", x, nodes, inits)
+    _save(path, nodes, inits, [x])
+    return {"planted": []}
+
+
+def branch_model(path: Path, layers: int) -> dict:
+    """Each layer: an If (on the sign of the input's sum) between two different small MLPs."""
+    rng = np.random.default_rng(1)
+    nodes: list = []
+    inits: list = [numpy_helper.from_array(np.asarray(0.0, np.float32), "zero")]
+    x = "x"
+    for i in range(layers):
+        branches = []
+        for side in ("then", "else"):
+            w = f"l{i}.{side}.w"
+            inits.append(_weight(rng, w, (D, D)))
+            out = f"l{i}.{side}.out"
+            branches.append(helper.make_graph(
+                [helper.make_node("MatMul", [x, w], [f"l{i}.{side}.mm"]), helper.make_node("Relu", [f"l{i}.{side}.mm"], [out])],
+                f"l{i}.{side}", [], [helper.make_tensor_value_info(out, FLOAT, None)],
+            ))  # fmt: skip
+        nodes += [
+            helper.make_node("ReduceSum", [x], [f"l{i}.s"], keepdims=0),
+            helper.make_node("Greater", [f"l{i}.s", "zero"], [f"l{i}.c"]),
+            helper.make_node("If", [f"l{i}.c"], [f"l{i}.out"], then_branch=branches[0], else_branch=branches[1]),
+        ]
+        x = f"l{i}.out"
+    _save(path, nodes, inits, [x])
+    return {"planted": []}
+
+
+def nested_model(path: Path, depth: int) -> dict:
+    """``depth`` Loops (trip count 2) nested in each other; level j reads its own weight and
+    every outer level's weight."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(np.asarray(2, np.int64), "two")]
+    for level in range(depth):
+        inits.append(_weight(rng, f"w{level}", (D, D)))
+
+    def body(level: int) -> onnx.GraphProto:
+        h_in, h_out = f"h{level}_in", f"h{level}_out"
+        nodes = [helper.make_node("Identity", [f"c{level}_in"], [f"c{level}_out"])]
+        current = h_in
+        for outer in range(level + 1):
+            nodes.append(helper.make_node("MatMul", [current, f"w{outer}"], [f"h{level}_{outer}"]))
+            current = f"h{level}_{outer}"
+        if level + 1 < depth:
+            nodes.append(helper.make_node("Loop", ["two", "", current], [h_out], body=body(level + 1)))
+        else:
+            nodes.append(helper.make_node("Identity", [current], [h_out]))
+        return helper.make_graph(
+            nodes, f"body{level}",
+            [helper.make_tensor_value_info(f"i{level}", TensorProto.INT64, []),
+             helper.make_tensor_value_info(f"c{level}_in", TensorProto.BOOL, []),
+             helper.make_tensor_value_info(h_in, FLOAT, None)],
+            [helper.make_tensor_value_info(f"c{level}_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info(h_out, FLOAT, None)],
+        )  # fmt: skip
+
+    _save(path, [helper.make_node("Loop", ["two", "", "x"], ["y"], body=body(0))], inits, ["y"])
+    return {"planted": []}
+
+
+def tensor_model(path: Path, tensors: int) -> dict:
+    """``tensors`` tensors of 256 floats (16x16), each applied by a MatMul; every 50th is a planted
+    copy of an earlier one (identical, transposed or scaled by 0.5, in turn)."""
+    rng = np.random.default_rng(3)
+    inits, nodes, outputs = [], [], []
+    kept: list[tuple[str, np.ndarray]] = []
+    planted: list[list[str]] = []
+    for i in range(tensors):
+        name = f"t{i}"
+        if i % 50 == 49 and kept:
+            source, values = kept[(i // 50) % len(kept)]
+            relation = ("identical", "transposed", "scaled")[(i // 50) % 3]
+            copy = {"identical": values, "transposed": values.T, "scaled": values * np.float32(0.5)}[relation]
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(copy), name))
+            planted.append([relation, source, name])
+        else:
+            values = (rng.standard_normal((D, D)) * 0.02).astype(np.float32)
+            inits.append(numpy_helper.from_array(values, name))
+            if len(kept) < 1000:
+                kept.append((name, values))
+        nodes.append(helper.make_node("MatMul", ["x", name], [f"y{i}"]))
+        outputs.append(f"y{i}")
+    _save(path, nodes, inits, outputs)
+    return {"planted": planted}
+
+
+FAMILIES: dict[str, tuple[Callable[[Path, int], dict], list[int], list[int], str]] = {
+    # generator, sizes, quick sizes, unit
+    "graph": (graph_model, [500, 1000, 2000, 5000], [200, 400, 800], "layers"),
+    "branches": (branch_model, [250, 500, 1000, 2000], [100, 200, 400], "Ifs"),
+    "nested": (nested_model, [8, 16, 32, 64], [4, 8, 16], "levels"),
+    "tensors": (tensor_model, [5000, 10000, 25000, 50000], [2000, 4000, 8000], "tensors"),
+}
+
+_STEPS = {
+    "onnx": ("import onnx", "model = onnx.load(str(path))"),
+    "auditor": ("from auditor import audit\nfrom auditor.report.json_report import render_json", """
+        report = audit(path)
+        path.with_name(path.stem + ".json").write_text(render_json(report))
+    """),
+}
+
+
+def measure(step: str, model: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of one step in a fresh Python process."""
+    setup, work = _STEPS[step]
+    code = f"import time, sys\nfrom pathlib import Path\npath = Path(sys.argv[1])\n{setup}\n"
+    code += "start = time.perf_counter()\n" + textwrap.dedent(work)
+    code += "\nelapsed = time.perf_counter() - start\n"
+    code += "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
+    code += "print(elapsed, int(hwm) / 1024)\n"
+    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{step} failed on {model.name}:\n{done.stderr[-2000:]}")
+    seconds, rss = done.stdout.split()[-2:]
+    return float(seconds), float(rss)
+
+
+def exponent(sizes: list[int], seconds: list[float]) -> float:
+    """b in seconds ~ size^b, least squares on log-log."""
+    x, y = np.log(np.asarray(sizes, float)), np.log(np.maximum(np.asarray(seconds, float), 1e-6))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def check(report_path: Path, planted: list[list[str]]) -> tuple[int, int]:
+    """(missed, invented) planted copies."""
+    report = json.loads(report_path.read_text())
+    found = set()
+    for group in report["duplicates"]:
+        head, *copies = group["tensors"]
+        found.update((group["relation"], head, c) for c in copies)
+    expected = {tuple(p) for p in planted}
+    return len(expected - found), len(found - expected)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", action="append", choices=list(FAMILIES), help="families to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a minute)")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    failed = False
+    for family in args.family or list(FAMILIES):
+        generate, sizes, quick, unit = FAMILIES[family]
+        print(f"\n{family}: {'size':>8} {unit:<8}{'nodes':>8}{'onnx.load s':>13}{'audit s':>10}{'ratio':>8}"
+              f"{'onnx MiB':>10}{'audit MiB':>11}  copies")  # fmt: skip
+        onnx_times, audit_times = [], []
+        chosen = quick if args.quick else sizes
+        with tempfile.TemporaryDirectory() as folder:
+            for size in chosen:
+                path = Path(folder) / f"{family}_{size}.onnx"
+                started = time.perf_counter()
+                info = generate(path, size)
+                print(f"  generated {path.name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+                nodes = _count_nodes(path)
+                load_s, load_mb = measure("onnx", path)
+                audit_s, audit_mb = measure("auditor", path)
+                missed, invented = check(path.with_name(path.stem + ".json"), info["planted"])
+                failed |= bool(missed or invented)
+                onnx_times.append(load_s)
+                audit_times.append(audit_s)
+                copies = f"{len(info['planted']) - missed}/{len(info['planted'])} found, {invented} invented"
+                print(f"{'':>10}{size:>8} {'':<8}{nodes:>8}{load_s:>13.2f}{audit_s:>10.2f}{audit_s / load_s:>8.1f}"
+                      f"{load_mb:>10.0f}{audit_mb:>11.0f}  {copies}", flush=True)  # fmt: skip
+        print(f"{'':>10}growth exponent: onnx.load {exponent(chosen, onnx_times):.2f}, "
+              f"audit {exponent(chosen, audit_times):.2f}")  # fmt: skip
+    return 1 if failed else 0
+
+
+def _count_nodes(path: Path) -> int:
+    def count(graph: onnx.GraphProto) -> int:
+        total = 0
+        for node in graph.node:
+            total += 1
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    total += count(attr.g)
+        return total
+
+    return count(onnx.load(str(path)).graph)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
