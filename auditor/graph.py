@@ -12,7 +12,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import networkx as nx
 import numpy as np
@@ -135,12 +135,11 @@ class Scope:
     outputs: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Use:
-    """A node reading a value at one input position."""
+class Use(NamedTuple):
+    """A node reading a value at one input position (a tuple: there is one per node input)."""
 
     node: str
-    index: int
+    index: int  # type: ignore[assignment]  # the input position; shadows tuple.index, never called on a Use
 
 
 @dataclass(frozen=True)
@@ -168,9 +167,10 @@ class ModelGraph:
         """value id -> the nodes reading it (from any scope, outer-scope reads included)."""
         index: dict[str, list[Use]] = defaultdict(list)
         for node in self.nodes.values():
+            node_id = node.id
             for position, value in enumerate(node.inputs):
                 if value:
-                    index[value].append(Use(node.id, position))
+                    index[value].append(Use(node_id, position))
         return {value: tuple(uses) for value, uses in index.items()}
 
     @cached_property

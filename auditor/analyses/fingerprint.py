@@ -12,7 +12,7 @@ second read. Work runs on a thread pool: hashing, file reads and numpy release t
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -163,6 +163,62 @@ def worth_reading(params: Sequence[TensorInfo], extra_sizes: Sequence[int] = ())
     return [t for t in params if t.nnz is None and sizes[t.numel] >= 2 and t.numel > 0]
 
 
+# Tensors up to this many elements are fingerprinted many at once, as rows of one matrix:
+# per-tensor numpy calls would cost more than the arithmetic on a few thousand elements.
+SMALL_ELEMENTS = 1 << 16
+_BATCH_ELEMENTS = 1 << 22
+
+
+def _batch_prints(
+    group: Sequence[TensorInfo], progress: OnBytes | None, with_dots: bool
+) -> tuple[list[Fingerprint], dict[tuple[str, str], float]]:
+    """Fingerprints of equal-size small tensors computed on one stacked matrix (the same numbers
+    as the streaming accumulator, up to float rounding); ``with_dots``: the dot products of
+    consecutive members too."""
+    numel = group[0].numel
+    rows_per = max(1, _BATCH_ELEMENTS // max(numel, 1))
+    prints: list[Fingerprint] = []
+    dots: dict[tuple[str, str], float] = {}
+    padded_rows = -(-numel // _ROW)
+    signs = _row_signs(0, padded_rows)
+    previous: tuple[TensorInfo, np.ndarray] | None = None
+    for start in range(0, len(group), rows_per):
+        members = group[start : start + rows_per]
+        arrays = [np.ascontiguousarray(t.read()).reshape(-1) for t in members]
+        digests = [xxhash.xxh3_128_digest(memoryview(a.view(np.uint8))) for a in arrays]  # type: ignore[arg-type]
+        if progress:
+            progress(sum(t.nbytes for t in members))
+        if not members[0].is_float:
+            prints += [Fingerprint(t.id, t.dtype, t.numel, d) for t, d in zip(members, digests)]
+            previous = None
+            continue
+        x = np.zeros((len(members), padded_rows * _ROW), dtype=np.float32)
+        for row, values in enumerate(arrays):
+            x[row, :numel] = values
+        with np.errstate(over="ignore", invalid="ignore"):
+            squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+            folded = np.einsum("r,nrc->nc", signs, x.reshape(len(members), padded_rows, _ROW)).astype(np.float64)
+        if not np.all(np.isfinite(folded)):  # float32 sums overflowed: fold in float64
+            folded = np.einsum("r,nrc->nc", signs.astype(np.float64), x.reshape(len(members), padded_rows, _ROW).astype(np.float64))
+        sketches = folded @ _PROJECTION
+        sumabs = np.abs(x[:, :numel]).sum(axis=1, dtype=np.float64)
+        lows, highs = x[:, :numel].min(axis=1), x[:, :numel].max(axis=1)
+        for row, (tensor, digest) in enumerate(zip(members, digests)):
+            prints.append(Fingerprint(
+                tensor.id, tensor.dtype, numel, digest, float(squares[row]), float(lows[row]), float(highs[row]),
+                sketches[row].copy(), float(sumabs[row]),
+            ))  # fmt: skip
+        if with_dots:
+            wide = x.astype(np.float64)
+            pairs = np.einsum("ij,ij->i", wide[:-1], wide[1:])
+            for row in range(len(members) - 1):
+                dots[(members[row].id, members[row + 1].id)] = float(pairs[row])
+            if previous is not None:
+                dots[(previous[0].id, members[0].id)] = float(np.dot(previous[1], wide[0]))
+            previous = (members[-1], wide[-1])
+    return prints, dots
+
+
 def fingerprint_all(
     singles: Sequence[TensorInfo],
     lockstep: Sequence[Sequence[TensorInfo]] = (),
@@ -170,12 +226,30 @@ def fingerprint_all(
     workers: int | None = None,
 ) -> tuple[dict[str, Fingerprint], dict[tuple[str, str], float]]:
     """Fingerprints of every tensor given; ``lockstep`` groups (equal sizes) also get the dot
-    products of consecutive members, ``dots[(a, b)] = sum(a * b)``."""
-    units: list[list[TensorInfo]] = [list(g) for g in lockstep] + [[t] for t in singles]
-    units.sort(key=lambda u: -sum(t.nbytes for t in u))  # big first: better balance
-    workers = workers or min(2, os.cpu_count() or 1)
+    products of consecutive members, ``dots[(a, b)] = sum(a * b)``. Small tensors are done many
+    at a time on stacked matrices; large ones stream, on a thread pool."""
     prints: dict[str, Fingerprint] = {}
     dots: dict[tuple[str, str], float] = {}
+    small: dict[tuple[int, bool], list[TensorInfo]] = defaultdict(list)
+    units: list[list[TensorInfo]] = []
+    for group in lockstep:
+        members = list(group)
+        if members and members[0].numel <= SMALL_ELEMENTS and all(t.external is None and t.nnz is None for t in members):
+            found, pair_dots = _batch_prints(members, progress, with_dots=True)
+            prints.update((f.tensor, f) for f in found)
+            dots.update(pair_dots)
+        else:
+            units.append(members)
+    for tensor in singles:
+        if tensor.numel <= SMALL_ELEMENTS and tensor.external is None and tensor.nnz is None:
+            small[(tensor.numel, tensor.is_float)].append(tensor)
+        else:
+            units.append([tensor])
+    for group in small.values():
+        found, _ = _batch_prints(group, progress, with_dots=False)
+        prints.update((f.tensor, f) for f in found)
+    units.sort(key=lambda u: -sum(t.nbytes for t in u))  # big first: better balance
+    workers = workers or min(2, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for found, pair_dots in pool.map(lambda u: _fingerprint_group(u, progress), units):
             prints.update((f.tensor, f) for f in found)

@@ -311,6 +311,16 @@ def count_applications(
             relevant.add(scope)
             frontier.extend(_enclosing(model, scope))
 
+    # the nodes running the relevant subgraphs and functions, per scope: a tensor read in one
+    # branch of one If out of thousands looks at that If only
+    runners: dict[str, dict[str, list[tuple[int, str]]]] = defaultdict(dict)
+    for child in relevant:
+        info = model.scopes[child]
+        owners: tuple[str, ...] = (info.owner,) if info.owner is not None else model.callers.get(child, ())
+        for owner in owners:
+            node = model.nodes[owner]
+            runners[node.scope].setdefault(owner, []).append((node.invokes.index(child), child))
+
     memo: dict[tuple[str, bool], int | None] = {}
 
     def evaluate(scope: str, lower: bool, depth: int) -> int | None:
@@ -320,10 +330,9 @@ def count_applications(
         if depth > _MAX_NESTING:
             raise AuditError("invalid-model", "subgraphs or functions nest too deeply (recursive function?)")
         total: int | None = direct.get(scope, 0)
-        for node in model.runners_by_scope.get(scope, ()):
-            inner = [(i, evaluate(s, lower, depth + 1)) for i, s in enumerate(node.invokes) if s in relevant]
-            if not inner:
-                continue
+        for owner, children in runners.get(scope, {}).items():
+            node = model.nodes[owner]
+            inner = [(i, evaluate(s, lower, depth + 1)) for i, s in sorted(children)]
             if node.kind is OpKind.BRANCH and _branch_taken(model, node) is None:
                 # per tensor, an If counts the branch that applies this tensor most
                 added = None if any(v is None for _, v in inner) else max(v or 0 for _, v in inner)

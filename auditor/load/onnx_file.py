@@ -22,7 +22,7 @@ from auditor.errors import AuditError
 from auditor.graph import PACKED_DTYPES, ExternalRef, ModelGraph, OpNode, Scope, TensorInfo
 from auditor.roles import OpKind
 from auditor.load.dataflow import refine_roles
-from auditor.load.onnx_ops import CALL_SPEC, UNKNOWN_SPEC, spec_for
+from auditor.load.onnx_ops import CALL_SPEC, spec_for
 from auditor.load.tensor_data import chunker
 
 try:  # protobuf raises its own DecodeError on a corrupt or truncated file
@@ -45,17 +45,23 @@ _BITS = {
 _LOOP_OPS = {"Loop", "Scan"}
 
 
+# element type number -> (our dtype name, bits per element or None): looked up once per tensor
+_TYPES: dict[int, tuple[str, int | None]] = {
+    number: ({"FLOAT": "float32", "DOUBLE": "float64"}.get(name, name.lower()), _BITS.get(name))
+    for name, number in TensorProto.DataType.items()
+    if number != TensorProto.UNDEFINED
+}
+
+
 def _dtype_name(elem_type: int) -> str:
-    try:
-        name = str(TensorProto.DataType.Name(elem_type))
-        return {"FLOAT": "float32", "DOUBLE": "float64"}.get(name, name.lower())
-    except ValueError:
-        return f"type{elem_type}"
+    known = _TYPES.get(elem_type)
+    return known[0] if known else f"type{elem_type}"
 
 
 def _nbytes(elem_type: int, numel: int) -> int:
     """Stored bytes; sub-byte types (int4, int2...) are packed and rounded up to whole bytes."""
-    bits = _BITS.get(TensorProto.DataType.Name(elem_type)) if elem_type in TensorProto.DataType.values() else None
+    known = _TYPES.get(elem_type)
+    bits = known[1] if known else None
     if bits is None:  # strings and unknown types: no fixed size
         return 0
     return (numel * bits + 7) // 8
@@ -206,7 +212,7 @@ class _Builder:
     # -- tensors ------------------------------------------------------------------------------
 
     def _dense(self, tensor: TensorProto, value_id: str, scope: str, origin: str) -> TensorInfo:
-        if tensor.data_type not in TensorProto.DataType.values() or tensor.data_type == TensorProto.UNDEFINED:
+        if tensor.data_type not in _TYPES:
             raise AuditError("invalid-model", f"tensor '{tensor.name}' has an unknown data type {tensor.data_type}")
         shape = tuple(int(d) for d in tensor.dims)
         if any(d < 0 for d in shape):
@@ -392,8 +398,10 @@ class _Builder:
             node_id = self._value_id(scope, base)
         attrs: dict[str, object] = {}
         invokes: list[str] = []
-        # subgraphs in a fixed order whatever the file's attribute order: an If's then_branch first
-        for attr in sorted(node.attribute, key=lambda a: a.name != "then_branch"):
+        attributes = list(node.attribute)
+        if len(attributes) > 1:  # subgraphs in a fixed order whatever the file's: an If's then_branch first
+            attributes.sort(key=lambda a: a.name != "then_branch")
+        for attr in attributes:
             if attr.type == AttributeProto.GRAPH:
                 sub_scope = f"{node_id}.{attr.name}"
                 self._graph(attr.g, sub_scope, "subgraph", node_id, attr.name, names)
@@ -418,8 +426,7 @@ class _Builder:
             invokes.append(function)
             spec = CALL_SPEC  # a call applies its arguments once per call, as the old exporters' functions do
         else:
-            opset = self.opsets.get(node.domain or "ai.onnx", 10_000)
-            spec = spec_for(node.domain or "", node.op_type, opset) or UNKNOWN_SPEC
+            spec = spec_for(node.domain or "", node.op_type, self.opsets.get(node.domain or "ai.onnx", 10_000))
         op = OpNode(
             id=node_id,
             op_type=node.op_type,
@@ -429,7 +436,7 @@ class _Builder:
             outputs=tuple(names[out] if out else "" for out in node.output),
             attrs=attrs,
             invokes=tuple(invokes),
-            roles=tuple(spec.role(i) for i in range(len(node.input))),
+            roles=spec.roles_for(len(node.input)),
             kind=spec.kind,
             quantized=spec.quantized,
         )

@@ -40,6 +40,12 @@ class OpSpec:
     def role(self, slot: int) -> Role:
         return self.roles[slot] if slot < len(self.roles) else self.rest
 
+    def roles_for(self, inputs: int) -> tuple[Role, ...]:
+        """The roles of a node with ``inputs`` inputs."""
+        if inputs <= len(self.roles):
+            return self.roles[:inputs]
+        return self.roles + (self.rest,) * (inputs - len(self.roles))
+
 
 def _q(roles: tuple[Role, ...], quantized: Mapping[int, tuple[int | None, int | None]], kind: OpKind = OpKind.OTHER) -> OpSpec:
     return OpSpec(roles, Role.DATA, kind, dict(quantized))
@@ -176,10 +182,13 @@ _INDEX_NAMES = frozenset({"indices", "batch_indices", "position_ids", "write_ind
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
 
+UNKNOWN_SPEC = OpSpec((), rest=Role.UNKNOWN)
+
 
 @lru_cache(maxsize=None)
-def spec_for(domain: str, op_type: str, opset: int = 10_000) -> OpSpec | None:
-    """How ``op_type`` of ``domain`` reads its inputs; None for an op the vocabulary does not know."""
+def spec_for(domain: str, op_type: str, opset: int = 10_000) -> OpSpec:
+    """How ``op_type`` of ``domain`` reads its inputs (every input UNKNOWN for an op the
+    vocabulary does not know)."""
     if domain in ("", "ai.onnx") and op_type in _STANDARD:
         return _STANDARD[op_type]
     if domain == "com.microsoft" and op_type in _CONTRIB:
@@ -188,14 +197,13 @@ def spec_for(domain: str, op_type: str, opset: int = 10_000) -> OpSpec | None:
         try:
             schema = onnx.defs.get_schema(op_type, opset, domain)
         except onnx.defs.SchemaError:
-            return None
+            return UNKNOWN_SPEC
         roles = tuple(
             C if formal.name in _CONFIG_NAMES else I if formal.name in _INDEX_NAMES else D for formal in schema.inputs
         )
         variadic = bool(schema.inputs) and schema.inputs[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic
         return OpSpec(roles, rest=roles[-1] if variadic and roles else D)
-    return None
+    return UNKNOWN_SPEC
 
 
-UNKNOWN_SPEC = OpSpec((), rest=Role.UNKNOWN)
 CALL_SPEC = OpSpec((), rest=Role.DATA)  # a call of a model-local function
