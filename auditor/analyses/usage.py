@@ -351,7 +351,7 @@ def count_applications(
         return Applications(tuple(reads), 0, 0, 0)
     exact = evaluate("", lower=False, depth=0)
     lower = evaluate("", lower=True, depth=0)
-    in_loop = any((owner := model.scopes[s].owner) is not None and owner in loop_table for s in relevant)
+    in_loop = any((runner := model.scopes[s].owner) is not None and runner in loop_table for s in relevant)
     return Applications(tuple(reads), exact, lower or 0, covered_elements(reads, shape, stored), in_loop)
 
 
