@@ -37,11 +37,23 @@ class CopyGroup:
     scale: float | None = None
 
 
+def _equal_bytes(x: memoryview, y: memoryview) -> bool:
+    """Byte equality at memory speed: 8 bytes at a time (memoryview == goes element by element)."""
+    if len(x) != len(y):
+        return False
+    first, second = np.frombuffer(x, dtype=np.uint8), np.frombuffer(y, dtype=np.uint8)
+    whole = len(first) // 8 * 8
+    return bool(
+        np.array_equal(first[:whole].view(np.uint64), second[:whole].view(np.uint64))
+        and np.array_equal(first[whole:], second[whole:])
+    )
+
+
 def same_bytes(a: TensorInfo, b: TensorInfo) -> bool:
     """Byte-for-byte comparison of two tensors of one dtype and size, chunk by chunk."""
     if a.nbytes != b.nbytes or a.numel != b.numel or a.dtype != b.dtype:
         return False
-    return all(x == y for (x, _), (y, _) in zip(a.chunks(), b.chunks()))
+    return all(_equal_bytes(x, y) for (x, _), (y, _) in zip(a.chunks(), b.chunks()))
 
 
 def digest_edges(tensors: Sequence[TensorInfo], digests: Mapping[str, bytes]) -> list[CopyEdge]:

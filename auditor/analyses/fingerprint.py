@@ -124,12 +124,37 @@ class _Accumulator:
         )  # fmt: skip
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    with np.errstate(over="ignore", invalid="ignore"):
+        dot = float(np.dot(a, b))
+    if not np.isfinite(dot):  # float32 overflow: redo in float64
+        dot = float(np.dot(a.astype(np.float64), b.astype(np.float64)))
+    return dot
+
+
 def _fingerprint_group(
     group: Sequence[TensorInfo], progress: OnBytes | None
 ) -> tuple[list[Fingerprint], dict[tuple[str, str], float]]:
-    """Fingerprint tensors of equal size in lockstep, with dot products of neighbours."""
-    accumulators = [_Accumulator(t) for t in group]
+    """Fingerprint tensors of equal size with the dot products of neighbours: one after the
+    other when a tensor fits in one chunk (only two in memory at a time), else in lockstep,
+    chunk by chunk."""
     dots: dict[tuple[str, str], float] = {}
+    if group and group[0].numel <= CHUNK_ELEMENTS:
+        prints = []
+        before: np.ndarray | None = None
+        for i, tensor in enumerate(group):
+            accumulator = _Accumulator(tensor)
+            current: np.ndarray | None = None
+            for raw, part in tensor.chunks(CHUNK_ELEMENTS):
+                current = accumulator.add(raw, part)
+                if progress:
+                    progress(len(raw))
+            if current is not None and before is not None and current.size == before.size:
+                dots[(group[i - 1].id, tensor.id)] = _dot(before, current)
+            before = current
+            prints.append(accumulator.result())
+        return prints, dots
+    accumulators = [_Accumulator(t) for t in group]
     per_tensor = max(_ROW, (CHUNK_ELEMENTS // max(len(group), 1)) // _ROW * _ROW)
     streams = [t.chunks(per_tensor) for t in group]
     while True:
@@ -146,11 +171,7 @@ def _fingerprint_group(
                 progress(len(chunk[0]))
             if values is not None and previous is not None and i > 0 and values.size == previous.size:
                 key = (group[i - 1].id, group[i].id)
-                with np.errstate(over="ignore", invalid="ignore"):
-                    dot = float(np.dot(previous, values))
-                if not np.isfinite(dot):  # float32 overflow: redo in float64
-                    dot = float(np.dot(previous.astype(np.float64), values.astype(np.float64)))
-                dots[key] = dots.get(key, 0.0) + dot
+                dots[key] = dots.get(key, 0.0) + _dot(previous, values)
             previous = values
     return [a.result() for a in accumulators], dots
 
