@@ -72,9 +72,8 @@ def near_duplicates(
     bits = _bits_per_band(tolerance)
     planes = _HYPERPLANES[: _BANDS * bits].reshape(_BANDS, bits, SKETCH_DIM)
     weights = 1 << np.arange(bits, dtype=np.int64)
-    buckets: dict[tuple[int, int, int], list[str]] = defaultdict(list)
-    units: dict[str, np.ndarray] = {}
     order = {t.id: i for i, t in enumerate(tensors)}
+    eligible = []
     for tensor in tensors:
         fp = prints.get(tensor.id)
         if fp is None or not tensor.is_float or tensor.nnz is not None or fp.sumsq <= 0:
@@ -83,27 +82,37 @@ def near_duplicates(
             continue
         if same_group.get(tensor.id, tensor.id) != tensor.id:  # a stored copy: its head stands for it
             continue
-        unit = units[tensor.id] = fp.sketch / (np.linalg.norm(fp.sketch) or 1.0)
-        signs = (planes @ unit > 0).astype(np.int64) @ weights
-        for band, code in enumerate(signs):
-            buckets[(tensor.numel, band, int(code))].append(tensor.id)
-    pairs: set[tuple[str, str]] = set()
+        eligible.append(tensor)
+    if len(eligible) < 2:
+        return ()
+    # every sketch hashed at once: (tensors x bands) bucket codes
+    sketches = np.stack([prints[t.id].sketch for t in eligible])
+    norms = np.linalg.norm(sketches, axis=1)
+    units = sketches / np.where(norms > 0, norms, 1.0)[:, None]
+    codes = (np.einsum("bkd,nd->nbk", planes, units) > 0).astype(np.int64) @ weights
+    buckets: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+    for row, tensor in enumerate(eligible):
+        for band in range(_BANDS):
+            buckets[(tensor.numel, band, int(codes[row, band]))].append(row)
+    pairs: set[tuple[int, int]] = set()
     for members in buckets.values():
         # tensors sharing a bucket are paired with their nearest few in sketch order, so that a
         # crowd of look-alikes (hundreds of similar small tensors) cannot make the work quadratic
-        members.sort(key=lambda tid: float(units[tid][0]))
+        members.sort(key=lambda row: float(units[row, 0]))
         for i, first in enumerate(members):
             for second in members[i + 1 : i + 1 + _WINDOW]:
-                pairs.add((first, second) if order[first] < order[second] else (second, first))
+                pairs.add((min(first, second), max(first, second)))
+    if not pairs:
+        return ()
+    candidates = np.array(sorted(pairs), dtype=np.int64)
+    a, b = candidates[:, 0], candidates[:, 1]
+    sketch_distance = np.linalg.norm(sketches[a] - sketches[b], axis=1) / np.maximum(np.maximum(norms[a], norms[b]), 1e-300)
     neighbours: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
-    for first, second in sorted(pairs, key=lambda p: (order[p[0]], order[p[1]])):
-        fa, fb = prints[first], prints[second]
-        sketch_distance = np.linalg.norm(fa.sketch - fb.sketch) / max(np.linalg.norm(fa.sketch), np.linalg.norm(fb.sketch))
-        if sketch_distance > 3 * tolerance + 1e-6:
-            continue
-        distance, cosine = exact_distance(by_id[first], by_id[second])
+    for hit in np.flatnonzero(sketch_distance <= 3 * tolerance + 1e-6):
+        first, second = eligible[int(a[hit])], eligible[int(b[hit])]
+        distance, cosine = exact_distance(first, second)
         if distance <= tolerance:
-            neighbours[first][second] = neighbours[second][first] = (distance, cosine)
+            neighbours[first.id][second.id] = neighbours[second.id][first.id] = (distance, cosine)
     # star groups: each group's tensors are within the tolerance of its first tensor (chains of
     # near pairs would otherwise drift beyond it)
     groups = []
