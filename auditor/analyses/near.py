@@ -109,10 +109,10 @@ def near_duplicates(
     sketch_distance = np.linalg.norm(sketches[a] - sketches[b], axis=1) / np.maximum(np.maximum(norms[a], norms[b]), 1e-300)
     neighbours: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
     for hit in np.flatnonzero(sketch_distance <= 3 * tolerance + 1e-6):
-        first, second = eligible[int(a[hit])], eligible[int(b[hit])]
-        distance, cosine = exact_distance(first, second)
+        left, right = eligible[int(a[hit])], eligible[int(b[hit])]
+        distance, cosine = exact_distance(left, right)
         if distance <= tolerance:
-            neighbours[first.id][second.id] = neighbours[second.id][first.id] = (distance, cosine)
+            neighbours[left.id][right.id] = neighbours[right.id][left.id] = (distance, cosine)
     # star groups: each group's tensors are within the tolerance of its first tensor (chains of
     # near pairs would otherwise drift beyond it)
     groups = []
