@@ -66,7 +66,7 @@ class TensorInfo:
     # (raw bytes, values) chunk by chunk, given by the loader: reading bytes is its business
     chunker: Callable[[int], Chunks] | None = field(default=None, compare=False, repr=False)
 
-    @property
+    @cached_property
     def numel(self) -> int:
         """Elements of the dense tensor."""
         return math.prod(self.shape)

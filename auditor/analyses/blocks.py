@@ -1,7 +1,7 @@
 """Repeated blocks: structurally identical stretches of the op graph (a transformer's layers)
 with their own weights, lined up position by position.
 
-Each parameter is labelled by the Weisfeiler-Lehman hash (networkx) of the op that first
+Each parameter is labelled by the Weisfeiler-Lehman label (two rounds) of the op that first
 applies it, plus its input slot, shape and dtype. In execution order these labels form a
 sequence; a block repeated k times is a stretch of period p repeated k times (a tandem repeat),
 found with one vectorised comparison per candidate period.
@@ -10,11 +10,9 @@ found with one vectorised comparison per candidate period.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import networkx as nx
 import numpy as np
 
 from auditor.analyses.fingerprint import Fingerprint
@@ -55,23 +53,38 @@ class RepeatedBlocks:
     distances: tuple[PositionDistance, ...]
 
 
-def _op_labels(model: ModelGraph, params: Mapping[str, TensorInfo]) -> dict[str, str]:
-    graph = nx.DiGraph()
-    for node in model.nodes_by_scope.get("", ()):
+def _op_labels(model: ModelGraph, params: Mapping[str, TensorInfo]) -> dict[str, int]:
+    """Weisfeiler-Lehman labels of the main graph's ops: an op's own label (type, attributes,
+    weight slots and shapes), refined ``_WL_ITERATIONS`` times with the sorted labels of its
+    producers and consumers. Labels are interned to small ints, so equal neighbourhoods get equal
+    labels within one run; this is networkx's subgraph hashing without a digest per node, which
+    cost most of the time on 100k-node graphs."""
+    nodes = model.nodes_by_scope.get("", ())
+    intern: dict[object, int] = {}
+    label: dict[str, int] = {}
+    for node in nodes:
         weights = sorted(
             f"{i}:{params[v].dtype}{list(params[v].shape)}" for i, v in enumerate(node.inputs) if v in params
         )
         attrs = ",".join(f"{k}={v}" for k, v in sorted(node.attrs.items()) if isinstance(v, (int, float, str, list)))
-        graph.add_node(node.id, label=f"{node.op_type}|{attrs}|{';'.join(weights)}")
-    for node in model.nodes_by_scope.get("", ()):
+        label[node.id] = intern.setdefault(f"{node.op_type}|{attrs}|{';'.join(weights)}", len(intern))
+    producers: dict[str, list[str]] = {node.id: [] for node in nodes}
+    consumers: dict[str, list[str]] = {node.id: [] for node in nodes}
+    for node in nodes:
         for value in node.inputs:
             producer = model.producer_of.get(value)
-            if producer is not None and producer in graph:
-                graph.add_edge(producer, node.id)
-    with warnings.catch_warnings():  # networkx >= 3.5 warns that directed-graph hashes changed once
-        warnings.simplefilter("ignore", UserWarning)
-        hashes = nx.weisfeiler_lehman_subgraph_hashes(graph, node_attr="label", iterations=_WL_ITERATIONS, digest_size=8)
-    return {node: (h[-1] if h else graph.nodes[node]["label"]) for node, h in hashes.items()}
+            if producer is not None and producer in producers:
+                producers[node.id].append(producer)
+                consumers[producer].append(node.id)
+    for _ in range(_WL_ITERATIONS):
+        label = {
+            node: intern.setdefault(
+                (own, tuple(sorted(label[p] for p in producers[node])), tuple(sorted(label[c] for c in consumers[node]))),
+                len(intern),
+            )
+            for node, own in label.items()
+        }
+    return label
 
 
 def _source_parameter(model: ModelGraph, value: str, params: Mapping[str, TensorInfo]) -> str | None:
