@@ -180,7 +180,21 @@ def _constant_reader(array: np.ndarray) -> Callable[[], np.ndarray]:
     return lambda: array
 
 
+# little-endian numpy types whose raw_data bytes are the values as they are
+_PLAIN_NUMPY: dict[int, np.dtype] = {
+    TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"), TensorProto.FLOAT16: np.dtype("<f2"),
+    TensorProto.INT8: np.dtype("i1"), TensorProto.UINT8: np.dtype("u1"), TensorProto.INT16: np.dtype("<i2"),
+    TensorProto.UINT16: np.dtype("<u2"), TensorProto.INT32: np.dtype("<i4"), TensorProto.UINT32: np.dtype("<u4"),
+    TensorProto.INT64: np.dtype("<i8"), TensorProto.UINT64: np.dtype("<u8"),
+}  # fmt: skip
+
+
 def _inline_reader(tensor: TensorProto) -> Callable[[], np.ndarray]:
+    plain = _PLAIN_NUMPY.get(tensor.data_type)
+    if plain is not None and tensor.HasField("raw_data"):
+        shape = tuple(tensor.dims)
+        # the common case without numpy_helper's per-call checks (its size was checked at load)
+        return lambda: np.frombuffer(tensor.raw_data, dtype=plain).reshape(shape)
     return lambda: numpy_helper.to_array(tensor)
 
 
