@@ -64,7 +64,7 @@ class TensorInfo:
     nnz: int | None = None  # stored values of a sparse tensor
     reader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
     # (raw bytes, values) chunk by chunk, given by the loader: reading bytes is its business
-    chunker: Callable[[int], Chunks] | None = field(default=None, compare=False, repr=False)
+    chunker: Callable[[TensorInfo, int], Chunks] | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def numel(self) -> int:
@@ -90,10 +90,10 @@ class TensorInfo:
         """(raw bytes, values) of consecutive chunks of ``elements`` elements, in storage order."""
         if self.chunker is None:
             raise ValueError(f"tensor {self.id} has no data")
-        return self.chunker(elements)
+        return self.chunker(self, elements)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OpNode:
     """One op. ``inputs`` / ``outputs`` hold resolved value ids ('' for an omitted input).
 

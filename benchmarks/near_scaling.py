@@ -19,6 +19,7 @@ import numpy as np
 from auditor.analyses import near
 from auditor.analyses.fingerprint import fingerprint_all
 from auditor.graph import TensorInfo
+from auditor.load.tensor_data import tensor_chunks
 
 
 def _tensors(count: int, rng: np.random.Generator) -> tuple[list[TensorInfo], set[tuple[str, str]]]:
@@ -28,7 +29,8 @@ def _tensors(count: int, rng: np.random.Generator) -> tuple[list[TensorInfo], se
         arrays[f"w{i}_near"] = arrays[f"w{i}"] + np.float32(0.003) * rng.standard_normal((64, 64)).astype(np.float32)
         planted.add((f"w{i}", f"w{i}_near"))
     tensors = [
-        TensorInfo(name, name, "", "initializer", "float32", (64, 64), value.nbytes, reader=lambda value=value: value)
+        TensorInfo(name, name, "", "initializer", "float32", (64, 64), value.nbytes, reader=lambda value=value: value,
+                   chunker=tensor_chunks)
         for name, value in arrays.items()
     ]
     return tensors, planted

@@ -27,6 +27,7 @@ _MASK_LIMIT = 1 << 24  # above this many elements, overlapping parts are not uni
 WEIGHT_ROLES = frozenset({Role.WEIGHT, Role.LOOKUP, Role.GATHER, Role.EXPERT_BANK, Role.QUANTIZED})
 
 Axes = tuple["range | tuple[int, ...] | np.ndarray | None", ...]
+_WHOLE: tuple[Axes, ...] = tuple(tuple(None for _ in range(rank)) for rank in range(9))  # shared, not one per tensor
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class LoopInfo:
     reason: str  # why the trip count is unknown; '' when known
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Read:
     """A node applying ``elements`` elements of a source tensor, once per run of its scope.
 
@@ -55,7 +56,7 @@ class Read:
     routing: Routing | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Applications:
     """Reads of one tensor and the elements it applies per forward pass."""
 
@@ -177,7 +178,7 @@ def reads_of(
     tensor applies its ``stored`` values, not its dense size: read sizes are scaled to them."""
     numel = math.prod(shape)
     density = 1.0 if stored is None or not numel else stored / numel
-    whole: Axes = tuple(None for _ in shape)
+    whole: Axes = _WHOLE[len(shape)] if len(shape) < len(_WHOLE) else tuple(None for _ in shape)
     # (value, indices of the source it holds or None when the layout changed, elements)
     stack: list[tuple[str, Axes | None, int]] = [(source, whole, numel)]
     seen: set[str] = set()

@@ -23,7 +23,7 @@ from auditor.graph import PACKED_DTYPES, ExternalRef, ModelGraph, OpNode, Scope,
 from auditor.roles import OpKind
 from auditor.load.dataflow import refine_roles
 from auditor.load.onnx_ops import CALL_SPEC, spec_for
-from auditor.load.tensor_data import chunker
+from auditor.load.tensor_data import tensor_chunks
 
 try:  # protobuf raises its own DecodeError on a corrupt or truncated file
     from google.protobuf.message import DecodeError
@@ -234,19 +234,16 @@ class _Builder:
         numel = math.prod(shape)
         nbytes = _nbytes(tensor.data_type, numel)
         external = None
-        raw_itemsize = 0
         if tensor.data_location == TensorProto.EXTERNAL:
             external = self.external.ref(tensor, nbytes)
             reader = _external_reader(tensor, external)
-            if _dtype_name(tensor.data_type) not in PACKED_DTYPES and numel:
-                raw_itemsize = nbytes // numel
         else:
             _check_inline_size(tensor, numel, nbytes)
             reader = _inline_reader(tensor)
         return TensorInfo(
             id=value_id, name=tensor.name, scope=scope, origin=origin, dtype=_dtype_name(tensor.data_type),
             shape=shape, nbytes=nbytes, external=external, reader=reader,
-            chunker=chunker(reader, external, numel, raw_itemsize),
+            chunker=tensor_chunks,
         )  # fmt: skip
 
     def _sparse(self, sparse: onnx.SparseTensorProto, value_id: str, scope: str) -> TensorInfo:
@@ -273,7 +270,7 @@ class _Builder:
         return TensorInfo(
             id=value_id, name=sparse.values.name, scope=scope, origin="sparse_initializer",
             dtype=values.dtype, shape=shape, nbytes=values.nbytes + indices.nbytes,
-            nnz=values.numel, reader=read, chunker=chunker(read),
+            nnz=values.numel, reader=read, chunker=tensor_chunks,
         )  # fmt: skip
 
     def _constant(self, node: onnx.NodeProto, value_id: str, scope: str) -> TensorInfo | None:
@@ -297,7 +294,7 @@ class _Builder:
                 return TensorInfo(
                     id=value_id, name=node.output[0], scope=scope, origin="constant",
                     dtype=array.dtype.name, shape=array.shape, nbytes=array.nbytes,
-                    reader=reader, chunker=chunker(reader),
+                    reader=reader, chunker=tensor_chunks,
                 )  # fmt: skip
         return None  # string constants carry no parameters
 

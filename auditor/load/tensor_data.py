@@ -1,7 +1,7 @@
 """Reading tensor bytes: chunk by chunk with one reusable buffer (external data) or in memory.
 
-Loaders give each :class:`~auditor.graph.TensorInfo` a chunker built here; analyses call
-``tensor.chunks(n)`` and never open files themselves.
+Loaders give each :class:`~auditor.graph.TensorInfo` ``tensor_chunks`` as its chunker; analyses
+call ``tensor.chunks(n)`` and never open files themselves.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from auditor.graph import ExternalRef
+from auditor.graph import PACKED_DTYPES, ExternalRef, TensorInfo
 
 Chunks = Iterator[tuple[memoryview, np.ndarray]]
 
@@ -46,16 +46,12 @@ def array_chunks(read: Callable[[], np.ndarray], elements: int) -> Chunks:
         yield raw[start * itemsize : (start + part.size) * itemsize], part
 
 
-def chunker(
-    read: Callable[[], np.ndarray], ref: ExternalRef | None = None, numel: int = 0, raw_itemsize: int = 0
-) -> Callable[[int], Chunks]:
-    """A tensor's chunk reader: straight from its file when its bytes are stored raw there
-    (``raw_itemsize`` > 0), otherwise from its decoded values."""
-
-    def chunks(elements: int = CHUNK_ELEMENTS) -> Chunks:
-        if ref is not None and raw_itemsize and numel:
-            dtype = np.dtype(read().dtype)  # a memory map: reading its dtype touches no data
-            return file_chunks(ref, dtype, raw_itemsize, numel, elements)
-        return array_chunks(read, elements)
-
-    return chunks
+def tensor_chunks(tensor: TensorInfo, elements: int = CHUNK_ELEMENTS) -> Chunks:
+    """A tensor's chunks: straight from its file when its bytes are stored raw there (external
+    data, dense, not packed below a byte), otherwise from its decoded values. One function for
+    every tensor (``TensorInfo.chunker``), so that a million tensors hold no closure each."""
+    ref = tensor.external
+    if ref is not None and tensor.nnz is None and tensor.dtype not in PACKED_DTYPES and tensor.numel:
+        dtype = np.dtype(tensor.read().dtype)  # a memory map: reading its dtype touches no data
+        return file_chunks(ref, dtype, tensor.nbytes // tensor.numel, tensor.numel, elements)
+    return array_chunks(tensor.read, elements)
