@@ -394,3 +394,23 @@ def test_a_topk_over_boxes_is_no_router(tmp_path: Path) -> None:
                  feeds={"feats": RNG.standard_normal((10, 4)).astype(np.float32)})  # fmt: skip
     report = auditor.audit(path)
     assert report.experts == () and report.counts.applied_params == 4 + 8 == report.counts.active_params
+
+
+def test_an_audit_leaves_no_reference_cycles(tmp_path: Path) -> None:
+    """The audit runs with the cyclic garbage collector paused (it would walk every node again
+    and again); so it must not create cycles, or their memory is never given back. A model with
+    a branch and a gather exercises the recursive evaluations and the dataflow pass."""
+    import gc
+
+    branch_dir, gather_dir = tmp_path / "branch", tmp_path / "gather"
+    branch_dir.mkdir()
+    gather_dir.mkdir()
+    paths = [two_networks(branch_dir, None)]
+    test_stacked_expert_bank_counts_k_of_n(gather_dir)
+    paths.append(gather_dir / "m.onnx")
+    for path in paths:
+        auditor.audit(path)  # first run: imports and caches
+    gc.collect()
+    for path in paths:
+        auditor.audit(path)
+        assert gc.collect() == 0, path

@@ -187,7 +187,7 @@ def worth_reading(params: Sequence[TensorInfo], extra_sizes: Sequence[int] = ())
 # Tensors up to this many elements are fingerprinted many at once, as rows of one matrix:
 # per-tensor numpy calls would cost more than the arithmetic on a few thousand elements.
 SMALL_ELEMENTS = 1 << 16
-_BATCH_ELEMENTS = 1 << 22
+_BATCH_ELEMENTS = 1 << 20  # 4 MiB of float32 per batch: its float64 copies stay small
 
 
 def _batch_prints(

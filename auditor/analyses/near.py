@@ -89,7 +89,7 @@ def near_duplicates(
     sketches = np.stack([prints[t.id].sketch for t in eligible])
     norms = np.linalg.norm(sketches, axis=1)
     units = sketches / np.where(norms > 0, norms, 1.0)[:, None]
-    codes = (np.einsum("bkd,nd->nbk", planes, units) > 0).astype(np.int64) @ weights
+    codes = np.stack([(units @ band.T > 0).astype(np.int64) @ weights for band in planes], axis=1)  # band by band: small temporaries
     buckets: dict[tuple[int, int, int], list[int]] = defaultdict(list)
     for row, tensor in enumerate(eligible):
         for band in range(_BANDS):

@@ -304,6 +304,10 @@ def count_applications(
     direct: Counter[str] = Counter()
     for read in reads:
         direct[model.nodes[read.use.node].scope] += read.elements
+    if not reads:
+        return Applications(tuple(reads), 0, 0, 0)
+    if len(direct) == 1 and "" in direct:  # read in the main graph only: no loop, branch or call around it
+        return Applications(tuple(reads), direct[""], direct[""], covered_elements(reads, shape, stored), False)
     relevant: set[str] = set()
     frontier = list(direct)
     while frontier:
@@ -348,10 +352,9 @@ def count_applications(
         memo[(scope, lower)] = total
         return total
 
-    if not reads:
-        return Applications(tuple(reads), 0, 0, 0)
     exact = evaluate("", lower=False, depth=0)
     lower = evaluate("", lower=True, depth=0)
+    del evaluate  # a recursive closure is a reference cycle: break it (the audit runs without cyclic GC)
     in_loop = any((runner := model.scopes[s].owner) is not None and runner in loop_table for s in relevant)
     return Applications(tuple(reads), exact, lower or 0, covered_elements(reads, shape, stored), in_loop)
 
@@ -409,4 +412,5 @@ def applied_totals(
 
     heavy = evaluate("", False, 0)
     light = evaluate("", True, 0)
+    del evaluate  # a recursive closure is a reference cycle: break it (the audit runs without cyclic GC)
     return AppliedTotals(heavy, light or 0, tuple(differing[k] for k in sorted(differing)))

@@ -189,12 +189,25 @@ _PLAIN_NUMPY: dict[int, np.dtype] = {
 }  # fmt: skip
 
 
+# Inline tensors up to this size are copied out of the protobuf, so that a graph of many small
+# weights does not keep the whole parsed model alive; bigger ones keep a reference to it.
+_COPY_INLINE_BYTES = 1 << 16
+
+
 def _inline_reader(tensor: TensorProto) -> Callable[[], np.ndarray]:
     plain = _PLAIN_NUMPY.get(tensor.data_type)
+    small = tensor.ByteSize() <= _COPY_INLINE_BYTES
     if plain is not None and tensor.HasField("raw_data"):
         shape = tuple(tensor.dims)
-        # the common case without numpy_helper's per-call checks (its size was checked at load)
+        if small:
+            raw = bytes(tensor.raw_data)
+            # the common case without numpy_helper's per-call checks (its size was checked at load)
+            return lambda: np.frombuffer(raw, dtype=plain).reshape(shape)
         return lambda: np.frombuffer(tensor.raw_data, dtype=plain).reshape(shape)
+    if small:
+        detached = TensorProto()
+        detached.CopyFrom(tensor)
+        return lambda: numpy_helper.to_array(detached)
     return lambda: numpy_helper.to_array(tensor)
 
 
