@@ -12,12 +12,14 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple
 
-import networkx as nx
 import numpy as np
 
 from auditor.roles import OpKind, Part, Role, Routing
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 Chunks = Iterator[tuple[memoryview, np.ndarray]]
 
@@ -290,6 +292,8 @@ class ModelGraph:
 def graphml_lines(model: ModelGraph) -> Iterator[str]:
     """The graph of tensor reuse as GraphML. Characters XML cannot hold (control characters a
     hostile file may put in names) are written as \\xNN escapes."""
+    import networkx as nx  # imported on demand: an audit without --graphml does not need it
+
     graph = to_networkx(model)
     if any(_XML_UNSAFE.search(str(n)) for n in graph):
         graph = nx.relabel_nodes(graph, {n: _xml_safe(n) for n in graph})
@@ -307,13 +311,15 @@ def _xml_safe(text: str) -> str:
     return _XML_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def to_networkx(model: ModelGraph) -> nx.MultiDiGraph:
+def to_networkx(model: ModelGraph) -> "nx.MultiDiGraph":
     """The graph of tensor reuse: ops, values and scopes as nodes; reads, writes, nesting as edges.
 
     Node keys are prefixed (``op:``, ``value:``, ``scope:``) so ids from different kinds never
     collide. Edge ``kind`` is ``reads`` (value -> op, with the input ``index``), ``writes``
     (op -> value) or ``runs`` (op -> scope it runs); ``contains`` links a scope to its ops.
     """
+    import networkx as nx
+
     graph = nx.MultiDiGraph(name=model.path)
     for scope in model.scopes.values():
         graph.add_node(f"scope:{scope.id}", kind="scope", scope_kind=scope.kind, label=scope.id or "main")

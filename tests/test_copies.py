@@ -303,3 +303,15 @@ def test_near_groups_stay_within_the_tolerance_of_their_first_tensor(tmp_path):
     report = auditor.audit(_save(tmp_path, nodes, [("x", [1, 32])], [f"y_{k}" for k in inits], inits), near=0.01)
     assert [g.tensors for g in report.shareable] == [("A", "B")]
     assert report.shareable[0].distance <= 0.01
+
+
+def test_union_find_joins_sets_and_keeps_others_apart() -> None:
+    """The disjoint sets behind copy groups, against groups worked out by hand."""
+    from auditor.analyses.copies import UnionFind
+
+    sets = UnionFind()
+    for a, b in [("a", "b"), ("c", "d"), ("b", "c"), ("x", "y"), ("e", "e")]:
+        sets.union(a, b)
+    assert sets["a"] == sets["d"] and sets["x"] == sets["y"] and sets["a"] != sets["x"]
+    assert sorted(sorted(s) for s in sets.to_sets()) == [["a", "b", "c", "d"], ["e"], ["x", "y"]]
+    assert sets["new"] == "new"

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-from networkx.utils import UnionFind
 
-from auditor.analyses.copies import CopyEdge
+from auditor.analyses.copies import CopyEdge, UnionFind
 from auditor.analyses.fingerprint import Fingerprint
 from auditor.graph import ModelGraph, OpNode, TensorInfo
 from auditor.roles import Role
