@@ -414,3 +414,22 @@ def test_an_audit_leaves_no_reference_cycles(tmp_path: Path) -> None:
     for path in paths:
         auditor.audit(path)
         assert gc.collect() == 0, path
+
+
+def test_slice_bounds_known_only_at_run_time(tmp_path: Path) -> None:
+    """Slice(W [8, 4], 0, n) with n an input reads at most the whole W: 32. Split(V [8, 4]) into
+    two outputs of run-time sizes: an equal share each, 16 + 16 = 32, not 2 x 32."""
+    nodes = [
+        helper.make_node("Slice", ["W", "zero", "n", "axis0"], ["w_part"]),
+        helper.make_node("MatMul", ["w_part", "x"], ["a"]),
+        helper.make_node("Concat", ["n", "n"], ["sizes"], axis=0),
+        helper.make_node("Split", ["V", "sizes"], ["v1", "v2"], axis=0),
+        helper.make_node("MatMul", ["v1", "x"], ["b"]),
+        helper.make_node("MatMul", ["v2", "x"], ["c"]),
+    ]
+    inits = [w("W", (8, 4)), w("V", (8, 4)), ints("zero", [0]), ints("axis0", [0])]
+    path = build(tmp_path, nodes, [vi("n", INT64, [1]), vi("x", FLOAT, [4, 1])], [vi(o, FLOAT, None) for o in "abc"], inits,
+                 feeds={"n": np.array([4], np.int64), "x": np.ones((4, 1), np.float32)})  # fmt: skip
+    report = auditor.audit(path)
+    assert report.counts.applied_params == 32 + 32
+    assert report.shared == ()

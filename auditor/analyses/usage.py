@@ -195,8 +195,8 @@ def reads_of(
                 for out, part in zip(node.outputs, node.parts):
                     if not out:
                         continue
-                    if part is None:
-                        stack.append((out, None, elements))
+                    if part is None:  # bounds known at run time only: an equal share of what comes in
+                        stack.append((out, None, elements // max(len(node.outputs), 1)))
                     elif axes is not None and part.keeps_rank:
                         inner = _compose(axes, part, shape)
                         stack.append((out, inner, _count(inner, shape)))

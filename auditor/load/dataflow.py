@@ -9,7 +9,8 @@ where the indices come from:
 - anything else (indices computed from constants at run time): a WEIGHT read of the whole.
 
 Slice and Split with constant bounds get the part of their data input that each output holds;
-with bounds known only at run time they pass the whole tensor on (a VIEW).
+with bounds known only at run time, their parts are unknown (None): a Slice passes the whole
+tensor on, a Split an equal share to each output.
 """
 
 from __future__ import annotations
@@ -216,10 +217,8 @@ def _refine(model: ModelGraph, node: OpNode, origin: dict[str, _Origin]) -> OpNo
                 found = (part,) if part is not None else None
             elif shape is not None and node.op_type == "Split":
                 found = _split_parts(model, node, shape)
-            if found is None:
-                roles[slot] = Role.VIEW  # bounds known only at run time: the whole tensor goes on
-            else:
-                parts = found
+            # bounds known only at run time: the whole tensor goes on (shared among a Split's outputs)
+            parts = found if found is not None else tuple(None for _ in node.outputs)
     if roles == list(node.roles) and not parts and routing is None:
         return node
     return replace(node, roles=tuple(roles), parts=parts, routing=routing)
