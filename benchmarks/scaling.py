@@ -81,7 +81,7 @@ def graph_model(path: Path, layers: int) -> dict:
     for i in range(layers):
         x = _layer(rng, f"l{i}", x, nodes, inits)
     _save(path, nodes, inits, [x])
-    return {"planted": []}
+    return {"planted": [], "blocks": layers}
 
 
 def branch_model(path: Path, layers: int) -> dict:
@@ -107,7 +107,7 @@ def branch_model(path: Path, layers: int) -> dict:
         ]
         x = f"l{i}.out"
     _save(path, nodes, inits, [x])
-    return {"planted": []}
+    return {"planted": [], "applied": layers * D * D}  # one branch of D x D per If
 
 
 def nested_model(path: Path, depth: int) -> dict:
@@ -206,15 +206,23 @@ def exponent(sizes: list[int], seconds: list[float]) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def check(report_path: Path, planted: list[list[str]]) -> tuple[int, int]:
-    """(missed, invented) planted copies."""
+def check(report_path: Path, info: dict) -> tuple[int, int, str]:
+    """(missed, invented) planted copies, and what else differs from the construction."""
     report = json.loads(report_path.read_text())
+    planted = info["planted"]
+    wrong = []
+    if "blocks" in info:
+        families = [len(f["blocks"]) for f in report["repeated_blocks"]]
+        if families[:1] != [info["blocks"]]:
+            wrong.append(f"repeated blocks {families} (expected {info['blocks']})")
+    if "applied" in info and report["counts"]["applied_params"] != info["applied"]:
+        wrong.append(f"applied {report['counts']['applied_params']} (expected {info['applied']})")
     found = set()
     for group in report["duplicates"]:
         head, *copies = group["tensors"]
         found.update((group["relation"], head, c) for c in copies)
     expected = {tuple(p) for p in planted}
-    return len(expected - found), len(found - expected)
+    return len(expected - found), len(found - expected), "; ".join(wrong)
 
 
 def main() -> int:
@@ -227,7 +235,7 @@ def main() -> int:
     for family in args.family or list(FAMILIES):
         generate, sizes, quick, unit = FAMILIES[family]
         print(f"\n{family}: {'size':>8} {unit:<8}{'nodes':>8}{'onnx.load s':>13}{'audit s':>10}{'ratio':>8}"
-              f"{'onnx MiB':>10}{'audit MiB':>11}  copies")  # fmt: skip
+              f"{'onnx MiB':>10}{'audit MiB':>11}  planted copies")  # fmt: skip
         onnx_times, audit_times = [], []
         chosen = quick if args.quick else sizes
         with tempfile.TemporaryDirectory() as folder:
@@ -239,11 +247,12 @@ def main() -> int:
                 nodes = _count_nodes(path)
                 load_s, load_mb = measure("onnx", path)
                 audit_s, audit_mb = measure("auditor", path)
-                missed, invented = check(path.with_name(path.stem + ".json"), info["planted"])
-                failed |= bool(missed or invented)
+                missed, invented, wrong = check(path.with_name(path.stem + ".json"), info)
+                failed |= bool(missed or invented or wrong)
                 onnx_times.append(load_s)
                 audit_times.append(audit_s)
                 copies = f"{len(info['planted']) - missed}/{len(info['planted'])} found, {invented} invented"
+                copies += f"; WRONG: {wrong}" if wrong else ""
                 print(f"{'':>10}{size:>8} {'':<8}{nodes:>8}{load_s:>13.2f}{audit_s:>10.2f}{audit_s / load_s:>8.1f}"
                       f"{load_mb:>10.0f}{audit_mb:>11.0f}  {copies}", flush=True)  # fmt: skip
         print(f"{'':>10}growth exponent: onnx.load {exponent(chosen, onnx_times):.2f}, "

@@ -102,12 +102,32 @@ def _source_parameter(model: ModelGraph, value: str, params: Mapping[str, Tensor
     return None
 
 
+_CANDIDATE_PERIODS = 16
+
+
+def _candidate_periods(codes: np.ndarray, weights: np.ndarray, free: np.ndarray) -> list[int]:
+    """Periods worth trying: in a block repeated k times, each position's label recurs one period
+    later, so the period is among the distances to the next equal label that carry the most
+    weight. Trying those few instead of every period up to n/2 keeps the search linear."""
+    following: dict[int, int] = {}
+    weight_at: dict[int, float] = {}
+    for i in range(len(codes) - 1, -1, -1):
+        code = int(codes[i])
+        later = following.get(code)
+        if later is not None and free[i] and free[later]:
+            distance = later - i
+            if distance <= len(codes) // 2:
+                weight_at[distance] = weight_at.get(distance, 0.0) + float(weights[i])
+        following[code] = i
+    return sorted(sorted(weight_at, key=lambda d: (-weight_at[d], d))[:_CANDIDATE_PERIODS])
+
+
 def _best_repeat(codes: np.ndarray, weights: np.ndarray, free: np.ndarray) -> tuple[int, int, int] | None:
     """(start, period, count) of the tandem repeat saving most weight among free positions."""
     n = len(codes)
     best: tuple[float, int, int, int] | None = None
     prefix = np.concatenate([[0.0], np.cumsum(weights)])
-    for period in range(1, n // 2 + 1):
+    for period in _candidate_periods(codes, weights, free):
         same = (codes[:-period] == codes[period:]) & free[:-period] & free[period:]
         if not same.any():
             continue
