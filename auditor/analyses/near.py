@@ -90,22 +90,24 @@ def near_duplicates(
     norms = np.linalg.norm(sketches, axis=1)
     units = sketches / np.where(norms > 0, norms, 1.0)[:, None]
     codes = np.stack([(units @ band.T > 0).astype(np.int64) @ weights for band in planes], axis=1)  # band by band: small temporaries
-    buckets: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-    for row, tensor in enumerate(eligible):
-        for band in range(_BANDS):
-            buckets[(tensor.numel, band, int(codes[row, band]))].append(row)
-    pairs: set[tuple[int, int]] = set()
-    for members in buckets.values():
-        # tensors sharing a bucket are paired with their nearest few in sketch order, so that a
-        # crowd of look-alikes (hundreds of similar small tensors) cannot make the work quadratic
-        members.sort(key=lambda row: float(units[row, 0]))
-        for i, first in enumerate(members):
-            for second in members[i + 1 : i + 1 + _WINDOW]:
-                pairs.add((min(first, second), max(first, second)))
-    if not pairs:
+    # per band, rows sorted by (size, bucket code, first sketch coordinate): each tensor is paired
+    # with the next _WINDOW rows of its bucket, so a crowd of look-alikes (hundreds of similar
+    # small tensors) cannot make the work quadratic; all of it as array operations
+    sizes = np.array([t.numel for t in eligible], dtype=np.int64)
+    found: list[np.ndarray] = []
+    for band in range(_BANDS):
+        rows = np.lexsort((units[:, 0], codes[:, band], sizes))
+        key_size, key_code = sizes[rows], codes[rows, band]
+        for step in range(1, min(_WINDOW, len(rows) - 1) + 1):
+            same = (key_size[:-step] == key_size[step:]) & (key_code[:-step] == key_code[step:])
+            if not same.any():
+                break  # sorted by bucket: no bucket holds step + 1 rows, so none holds more
+            first, second = rows[:-step][same], rows[step:][same]
+            found.append(np.minimum(first, second) * len(eligible) + np.maximum(first, second))
+    if not found:
         return ()
-    candidates = np.array(sorted(pairs), dtype=np.int64)
-    a, b = candidates[:, 0], candidates[:, 1]
+    pair_codes = np.unique(np.concatenate(found))
+    a, b = pair_codes // len(eligible), pair_codes % len(eligible)
     sketch_distance = np.linalg.norm(sketches[a] - sketches[b], axis=1) / np.maximum(np.maximum(norms[a], norms[b]), 1e-300)
     neighbours: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
     for hit in np.flatnonzero(sketch_distance <= 3 * tolerance + 1e-6):

@@ -106,16 +106,22 @@ def _relate(a: TensorInfo, b: TensorInfo, fa: Fingerprint, fb: Fingerprint) -> C
 
 def _candidate_pairs(group: Sequence[Fingerprint], rtol: float) -> Iterator[tuple[Fingerprint, Fingerprint]]:
     """Pairs whose two scale-free ratios (peak and mean magnitude over rms) agree within
-    ``rtol``: a sort and a sweep over at most ``_WINDOW`` neighbours each, not all pairs."""
-    ordered = sorted(group, key=lambda f: f.peak_ratio)
-    ratios = [(f.peak_ratio, f.mean_abs_ratio) for f in ordered]
-    for i, first in enumerate(ordered):
-        peak, spread = ratios[i]
-        for j in range(i + 1, min(i + 1 + _WINDOW, len(ordered))):
-            if ratios[j][0] > peak * (1 + rtol) + 1e-12:
-                break
-            if _close(ratios[j][1], spread, rtol):
-                yield first, ordered[j]
+    ``rtol``: a sort and a sweep over at most ``_WINDOW`` neighbours each, not all pairs (as
+    array operations: one comparison of shifted arrays per neighbour distance)."""
+    peaks = np.array([f.peak_ratio for f in group], dtype=np.float64)
+    spreads = np.array([f.mean_abs_ratio for f in group], dtype=np.float64)
+    rows = np.argsort(peaks, kind="stable")
+    peak, spread = peaks[rows], spreads[rows]
+    found: list[tuple[int, int]] = []
+    for step in range(1, min(_WINDOW, len(rows) - 1) + 1):
+        near_peak = peak[step:] <= peak[:-step] * (1 + rtol) + 1e-12
+        if not near_peak.any():
+            break  # sorted by peak: farther neighbours are farther still
+        close = near_peak & (np.abs(spread[step:] - spread[:-step]) <= rtol * np.maximum(
+            np.maximum(np.abs(spread[step:]), np.abs(spread[:-step])), 1e-30))  # fmt: skip
+        found.extend((int(first), int(first) + step) for first in np.flatnonzero(close))
+    for i, j in sorted(found):  # the order of the old sweep: by first tensor, then distance
+        yield group[int(rows[i])], group[int(rows[j])]
 
 
 def transformed_edges(
