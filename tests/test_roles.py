@@ -433,3 +433,56 @@ def test_slice_bounds_known_only_at_run_time(tmp_path: Path) -> None:
     report = auditor.audit(path)
     assert report.counts.applied_params == 32 + 32
     assert report.shared == ()
+
+
+def test_split_parts_sit_where_the_sizes_put_them(tmp_path: Path) -> None:
+    """Split(W [6, 4], [2, 4]) gives rows 0:2 and 2:6; a Slice reads rows 0:2 again. Applied
+    8 + 16 + 8 = 32 over the 24 elements covered: W is shared, 32/24 applications per element.
+    (Parts placed one row off would cover a seventh row.)"""
+    nodes = [
+        helper.make_node("Split", ["W", "sizes"], ["top", "bottom"], axis=0),
+        helper.make_node("Slice", ["W", "zero", "two", "axis0"], ["head"]),
+        helper.make_node("MatMul", ["top", "x"], ["a"]),
+        helper.make_node("MatMul", ["bottom", "x"], ["b"]),
+        helper.make_node("MatMul", ["head", "x"], ["c"]),
+    ]
+    inits = [w("W", (6, 4)), ints("sizes", [2, 4]), ints("zero", [0]), ints("two", [2]), ints("axis0", [0])]
+    path = build(tmp_path, nodes, [vi("x", FLOAT, [4, 1])], [vi(n, FLOAT, None) for n in "abc"], inits,
+                 feeds={"x": np.ones((4, 1), np.float32)})  # fmt: skip
+    report = auditor.audit(path)
+    assert [(s.tensor, s.applications) for s in report.shared] == [("W", round(32 / 24, 3))]
+
+
+def test_split_into_equal_parts_without_sizes(tmp_path: Path) -> None:
+    """Opset 17 Split(W [7, 4]) into 3 outputs without sizes: rows 0:3, 3:6, 6:7 (ONNX's
+    equal split, the last part smaller). The middle part is applied twice: applied
+    12 + 2 x 12 + 4 = 40 over 28 covered."""
+    nodes = [
+        helper.make_node("Split", ["W"], ["p0", "p1", "p2"], axis=0),
+        helper.make_node("MatMul", ["p0", "x"], ["a"]),
+        helper.make_node("MatMul", ["p1", "x"], ["b"]),
+        helper.make_node("MatMul", ["p1", "x"], ["c"]),
+        helper.make_node("MatMul", ["p2", "x"], ["d"]),
+    ]
+    path = build(tmp_path, nodes, [vi("x", FLOAT, [4, 1])], [vi(n, FLOAT, None) for n in "abcd"], [w("W", (7, 4))],
+                 opset=17)  # fmt: skip
+    report = auditor.audit(path)
+    assert report.counts.applied_params == 40
+    assert [(s.tensor, s.applications) for s in report.shared] == [("W", round(40 / 28, 3))]
+
+
+def test_topk_with_k_as_an_attribute(tmp_path: Path) -> None:
+    """Opset 9: TopK takes k as an attribute. The router picks 1 of 4 experts of E [4, 8, 8]:
+    active 32 + 256 - 3 x 64 = 96."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "R"], ["logits"]),
+        helper.make_node("TopK", ["logits"], ["top_values", "top_experts"], axis=-1, k=1),
+        helper.make_node("Gather", ["E", "top_experts"], ["chosen"], axis=0),
+        helper.make_node("Unsqueeze", ["x"], ["x4"], axes=[1, 2]),
+        helper.make_node("MatMul", ["x4", "chosen"], ["y"]),
+    ]
+    path = build(tmp_path, nodes, [vi("x", FLOAT, [1, 8])], [vi("y", FLOAT, None)], [w("R", (8, 4)), w("E", (4, 8, 8))],
+                 opset=9, feeds={"x": np.ones((1, 8), np.float32)})  # fmt: skip
+    report = auditor.audit(path)
+    assert [(b.n, b.k) for b in report.experts] == [(4, 1)]
+    assert report.counts.active_params == 96 == report.counts.applied_params
