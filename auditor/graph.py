@@ -66,7 +66,7 @@ class TensorInfo:
     nnz: int | None = None  # stored values of a sparse tensor
     reader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
     # (raw bytes, values) chunk by chunk, given by the loader: reading bytes is its business
-    chunker: Callable[[TensorInfo, int], Chunks] | None = field(default=None, compare=False, repr=False)
+    chunker: Callable[[TensorInfo, int, bytearray | None], Chunks] | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def numel(self) -> int:
@@ -88,11 +88,12 @@ class TensorInfo:
             raise ValueError(f"tensor {self.id} has no data")
         return self.reader()
 
-    def chunks(self, elements: int = 1 << 22) -> Chunks:
-        """(raw bytes, values) of consecutive chunks of ``elements`` elements, in storage order."""
+    def chunks(self, elements: int = 1 << 22, buffer: bytearray | None = None) -> Chunks:
+        """(raw bytes, values) of consecutive chunks of ``elements`` elements, in storage order;
+        bytes read from a file go into ``buffer`` when one is given (the values are views of it)."""
         if self.chunker is None:
             raise ValueError(f"tensor {self.id} has no data")
-        return self.chunker(self, elements)
+        return self.chunker(self, elements, buffer)
 
 
 @dataclass(frozen=True, slots=True)
