@@ -70,6 +70,7 @@ class Part:
 
     axes: tuple[range | tuple[int, ...] | None, ...]
     keeps_rank: bool = True  # False when the output drops the axis (a Gather on a scalar index)
+    size: int | None = None  # elements it holds, where the input's shape was known
 
     def elements(self, shape: tuple[int, ...]) -> int:
         """Elements read from an input of ``shape``."""

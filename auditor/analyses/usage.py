@@ -200,11 +200,8 @@ def reads_of(
                     elif axes is not None and part.keeps_rank:
                         inner = _compose(axes, part, shape)
                         stack.append((out, inner, _count(inner, shape)))
-                    else:
-                        held = model.value_shapes.get(value)
-                        known = held is not None and all(d is not None for d in held)
-                        size = part.elements(tuple(int(d) for d in held if d is not None)) if known and held else elements
-                        stack.append((out, None, min(size, elements)))
+                    else:  # the layout changed on the way: only the count of what the part holds is known
+                        stack.append((out, None, min(part.size if part.size is not None else elements, elements)))
                 continue
             following = model.passed_on(node, use.index)
             if following:

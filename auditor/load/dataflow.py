@@ -89,19 +89,39 @@ def _origins(model: ModelGraph) -> dict[str, _Origin]:
     return origin
 
 
-def _shape_of(model: ModelGraph, value: str) -> tuple[int, ...] | None:
-    """The static shape of ``value``: a stored tensor's, through layout-keeping views, or inferred."""
+def _shape_of(model: ModelGraph, value: str, known: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The static shape of ``value``: a stored tensor's, or what ``known`` holds (the parts of
+    slices settled so far), through layout-keeping views and Transposes, or as the file states."""
     for _ in range(64):
         if value in model.tensors:
             return model.tensors[value].shape
+        if value in known:
+            return known[value]
         producer = model.producer_of.get(value)
-        if producer is None or model.nodes[producer].kind not in _SAME_LAYOUT:
+        node = model.nodes[producer] if producer is not None else None
+        if node is None or not node.inputs:
             break
-        value = model.nodes[producer].inputs[0]
+        if node.kind in _SAME_LAYOUT:
+            value = node.inputs[0]
+            continue
+        if node.role(0) is Role.VIEW and node.op_type == "Transpose":
+            inner = _shape_of(model, node.inputs[0], known)
+            if inner is None:
+                break
+            perm = node.attrs.get("perm") or list(range(len(inner)))[::-1]
+            return tuple(inner[int(p)] for p in perm) if len(perm) == len(inner) else None
+        break
     shape = model.value_shapes.get(value)
     if shape is None or any(d is None for d in shape):
         return None
     return tuple(int(d) for d in shape if d is not None)
+
+
+def _part_shape(shape: tuple[int, ...], part: Part) -> tuple[int, ...] | None:
+    """The shape of what ``part`` of a value of ``shape`` holds (None when it drops an axis)."""
+    if not part.keeps_rank:
+        return None
+    return tuple(size if picked is None else len(picked) for size, picked in zip(shape, part.axes))
 
 
 def _ints(model: ModelGraph, value: str, limit: int = 64) -> list[int] | None:
@@ -132,7 +152,8 @@ def _slice_part(model: ModelGraph, node: OpNode, shape: tuple[int, ...]) -> Part
             return None
         axis %= len(shape)
         picked[axis] = range(*slice(start, end, step).indices(shape[axis]))
-    return Part(tuple(picked))
+    part = Part(tuple(picked))
+    return replace(part, size=part.elements(shape))
 
 
 def _split_parts(model: ModelGraph, node: OpNode, shape: tuple[int, ...]) -> tuple[Part | None, ...] | None:
@@ -152,7 +173,8 @@ def _split_parts(model: ModelGraph, node: OpNode, shape: tuple[int, ...]) -> tup
     for size in sizes:
         picked: list[range | tuple[int, ...] | None] = [None] * len(shape)
         picked[axis] = range(offset, offset + int(size))
-        parts.append(Part(tuple(picked)))
+        part = Part(tuple(picked))
+        parts.append(replace(part, size=part.elements(shape)))
         offset += int(size)
     return tuple(parts)
 
@@ -173,7 +195,8 @@ def _gather_part(model: ModelGraph, node: OpNode, indices: str, shape: tuple[int
         return None  # out of range: onnxruntime would fail; count the whole tensor
     picked: list[range | tuple[int, ...] | None] = [None] * len(shape)
     picked[axis] = tuple(int(i) for i in flat)
-    return Part(tuple(picked), keeps_rank=values.ndim == 1)
+    part = Part(tuple(picked), keeps_rank=values.ndim == 1)
+    return replace(part, size=part.elements(shape))
 
 
 def _router_k(model: ModelGraph, router: str) -> int | None:
@@ -184,7 +207,7 @@ def _router_k(model: ModelGraph, router: str) -> int | None:
     return k[0] if k else None
 
 
-def _refine(model: ModelGraph, node: OpNode, origin: dict[str, _Origin]) -> OpNode:
+def _refine(model: ModelGraph, node: OpNode, origin: dict[str, _Origin], known: dict[str, tuple[int, ...]]) -> OpNode:
     roles = list(node.roles)
     parts: tuple[Part | None, ...] = ()
     routing = None
@@ -193,7 +216,7 @@ def _refine(model: ModelGraph, node: OpNode, origin: dict[str, _Origin]) -> OpNo
             index_slot = next((i for i, r in enumerate(node.roles) if r is Role.INDICES), None)
             indices = node.inputs[index_slot] if index_slot is not None else ""
             where = origin.get(indices, _CONSTANT) if indices and indices not in model.tensors else _CONSTANT
-            shape = _shape_of(model, node.inputs[slot])
+            shape = _shape_of(model, node.inputs[slot], known)
             if indices in model.tensors:
                 part = _gather_part(model, node, indices, shape) if shape is not None else None
                 roles[slot], parts = (Role.SLICE, (part,)) if part is not None else (Role.WEIGHT, ())
@@ -210,7 +233,7 @@ def _refine(model: ModelGraph, node: OpNode, origin: dict[str, _Origin]) -> OpNo
             else:
                 roles[slot] = Role.WEIGHT
         elif role is Role.SLICE and slot == 0:
-            shape = _shape_of(model, node.inputs[0])
+            shape = _shape_of(model, node.inputs[0], known)
             found: tuple[Part | None, ...] | None = None
             if shape is not None and node.op_type == "Slice":
                 part = _slice_part(model, node, shape)
@@ -219,6 +242,10 @@ def _refine(model: ModelGraph, node: OpNode, origin: dict[str, _Origin]) -> OpNo
                 found = _split_parts(model, node, shape)
             # bounds known only at run time: the whole tensor goes on (shared among a Split's outputs)
             parts = found if found is not None else tuple(None for _ in node.outputs)
+            for out, part in zip(node.outputs, parts):
+                held = _part_shape(shape, part) if shape is not None and part is not None else None
+                if out and held is not None:
+                    known[out] = held
     if roles == list(node.roles) and not parts and routing is None:
         return node
     return replace(node, roles=tuple(roles), parts=parts, routing=routing)
@@ -276,8 +303,9 @@ def refine_roles(model: ModelGraph) -> ModelGraph:
     has_gathers = any(Role.GATHER in n.roles for n in pending)
     origin = _origins(model) if has_gathers else {}
     nodes = dict(model.nodes)
-    for node in pending:
-        nodes[node.id] = _refine(model, node, origin)
+    known: dict[str, tuple[int, ...]] = {}  # shapes of slice outputs, for slices of slices
+    for node in pending:  # in graph order: a slice's input is settled before the slice
+        nodes[node.id] = _refine(model, node, origin, known)
     if has_gathers and any(n.kind is OpKind.TOP_K for n in model.nodes.values()):
         for node_id, routing in _expert_groups(model, origin).items():
             if nodes[node_id].routing is None:
