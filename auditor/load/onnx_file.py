@@ -318,6 +318,7 @@ class _Builder:
         for function in self.model.functions:
             self._function(function)
         main = self._graph(graph, scope="", kind="main", owner=None, attr=None, outer={})
+        self._refuse_recursion()
         if any(node.kind is OpKind.TOP_K for node in self.nodes.values()):
             self._infer_main_shapes()
         initializer_names = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
@@ -337,6 +338,39 @@ class _Builder:
             value_shapes=self.value_shapes,
             external_data_bytes=self.external.total_bytes,
         ))
+
+    def _refuse_recursion(self) -> None:
+        """ONNX functions may not call themselves, directly or through others: such a file has
+        no finite forward pass to count."""
+        owner_function: dict[str, str] = {}  # scope -> the function it belongs to
+        for scope in self.scopes.values():
+            top = scope
+            while top.owner is not None:
+                top = self.scopes[self.nodes[top.owner].scope]
+            if top.kind == "function":
+                owner_function[scope.id] = top.id
+        calls: dict[str, set[str]] = {f: set() for f in self.functions.values()}
+        for node in self.nodes.values():
+            caller = owner_function.get(node.scope)
+            if caller is not None:
+                calls[caller].update(s for s in node.invokes if s in calls)
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for start in calls:
+            stack = [(start, iter(sorted(calls[start])))]
+            state[start] = state.get(start, 0) or 1
+            if state[start] == 2:
+                continue
+            while stack:
+                function, pending = stack[-1]
+                callee = next(pending, None)
+                if callee is None:
+                    state[function] = 2
+                    stack.pop()
+                elif state.get(callee) == 1:
+                    raise AuditError("invalid-model", f"local function '{callee.split(':', 2)[-1]}' calls itself")
+                elif callee not in state:
+                    state[callee] = 1
+                    stack.append((callee, iter(sorted(calls[callee]))))
 
     def _infer_main_shapes(self) -> None:
         """Shapes of the main graph's values from onnx's shape inference, where the file has none.
