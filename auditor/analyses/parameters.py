@@ -47,6 +47,8 @@ class UnknownRole:
 
 def unknown_roles(model: ModelGraph, params: tuple[TensorInfo, ...]) -> tuple[UnknownRole, ...]:
     """Stored tensors (more than one element) that some op of unknown semantics reads."""
+    if not any(Role.UNKNOWN in node.roles for node in model.nodes.values()):
+        return ()  # the common case: every op is known, no tensor to walk
     param_ids = {t.id for t in params}
     found = []
     for tensor in model.tensors.values():
