@@ -19,6 +19,13 @@ def is_parameter(model: ModelGraph, tensor: TensorInfo) -> bool:
     """
     if tensor.stored_elements <= 1:
         return False
+    uses = model.consumers.get(tensor.id, ())
+    if len(uses) == 1:  # the common case, one node applying it directly: no walk
+        node, index = model.nodes[uses[0].node], uses[0].index
+        if not model.passed_on(node, index):
+            if tensor.is_float:
+                return not node.role(index).is_metadata
+            return tensor.dtype.startswith(("int", "uint")) and index in node.quantized
     chain = [(model.nodes[use.node], use.index, terminal) for use, terminal in model.view_chain_uses(tensor.id)]
     if tensor.is_float:
         applied = [node.role(index) for node, index, terminal in chain if terminal]

@@ -475,10 +475,16 @@ class _Builder:
                 else:
                     _check_inline_size(attr.t, math.prod(attr.t.dims), _nbytes(attr.t.data_type, math.prod(attr.t.dims)))
                     attrs[attr.name] = numpy_helper.to_array(attr.t)
-            elif attr.type in (AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.STRING,
-                               AttributeProto.INTS, AttributeProto.FLOATS):  # fmt: skip
-                value = helper.get_attribute_value(attr)
-                attrs[attr.name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            elif attr.type == AttributeProto.INT:  # the plain types read directly: helper.get_attribute_value is slow
+                attrs[attr.name] = attr.i
+            elif attr.type == AttributeProto.FLOAT:
+                attrs[attr.name] = attr.f
+            elif attr.type == AttributeProto.STRING:
+                attrs[attr.name] = attr.s.decode("utf-8", "replace")
+            elif attr.type == AttributeProto.INTS:
+                attrs[attr.name] = list(attr.ints)
+            elif attr.type == AttributeProto.FLOATS:
+                attrs[attr.name] = list(attr.floats)
         function = self.functions.get((node.domain, node.op_type))
         if function is not None:
             invokes.append(function)
