@@ -40,7 +40,7 @@ def initial_value_tensors(params: Sequence[TensorInfo], prints: Mapping[str, Fin
         if tensor.nnz is not None or tensor.numel < 2:
             continue
         fp = prints.get(tensor.id)
-        if fp is not None and tensor.is_float and fp.sumsq >= 0 and fp.numel == tensor.numel:
+        if fp is not None and tensor.is_float and fp.numel == tensor.numel:
             if fp.minimum == fp.maximum:
                 found.add(tensor.id)
             continue
