@@ -41,9 +41,6 @@ _BITS = {
     "INT2": 2, "FLOAT6E2M3": 6, "FLOAT6E3M2": 6,
 }  # fmt: skip
 
-# Subgraph ops whose bodies run a number of times the auditor tries to know statically.
-_LOOP_OPS = {"Loop", "Scan"}
-
 
 # element type number -> (our dtype name, bits per element or None): looked up once per tensor
 _TYPES: dict[int, tuple[str, int | None]] = {
@@ -356,10 +353,10 @@ class _Builder:
                 calls[caller].update(s for s in node.invokes if s in calls)
         state: dict[str, int] = {}  # 1: on the current path, 2: done
         for start in calls:
-            stack = [(start, iter(sorted(calls[start])))]
-            state[start] = state.get(start, 0) or 1
-            if state[start] == 2:
+            if start in state:
                 continue
+            state[start] = 1
+            stack = [(start, iter(sorted(calls[start])))]
             while stack:
                 function, pending = stack[-1]
                 callee = next(pending, None)
@@ -488,7 +485,7 @@ class _Builder:
         function = self.functions.get((node.domain, node.op_type))
         if function is not None:
             invokes.append(function)
-            spec = CALL_SPEC  # a call applies its arguments once per call, as the old exporters' functions do
+            spec = CALL_SPEC  # a call applies its arguments once per call
         else:
             spec = spec_for(node.domain or "", node.op_type, self.opsets.get(node.domain or "ai.onnx", 10_000))
         op = OpNode(
