@@ -339,3 +339,59 @@ def test_unknown_op_in_the_default_domain_and_scalars(tmp_path: Path) -> None:
     path = build(tmp_path, nodes, [vi("x", FLOAT, [4])], [vi("y", FLOAT, None)], inits)
     report = auditor.audit(path)
     assert [(u.tensor, u.ops) for u in report.unknown_roles] == [("W", ("ai.onnx:NoSuchOp",))]
+
+
+def test_gather_with_negative_scalar_and_default_axis(tmp_path: Path) -> None:
+    """Gather(T [10, 4], [-1, 0, 2]) without an axis attribute: rows 9, 0, 2 (12 elements); a
+    second Gather of the scalar index 9 reads row 9 again (4 elements): 16 applied. A scalar index
+    drops the axis, so where that row sits is not followed: the reads count, not their overlap."""
+    nodes = [
+        helper.make_node("Gather", ["T", "rows"], ["g"]),
+        helper.make_node("Gather", ["T", "nine"], ["h"]),
+        helper.make_node("Neg", ["g"], ["y"]),
+        helper.make_node("Neg", ["h"], ["z"]),
+    ]
+    inits = [w("T", (10, 4)), ints("rows", [-1, 0, 2]), numpy_helper.from_array(np.asarray(9, np.int64), "nine")]
+    report = auditor.audit(build(tmp_path, nodes, [], [vi("y", FLOAT, None), vi("z", FLOAT, None)], inits, feeds={}))
+    assert report.counts.applied_params == 16 and report.shared == ()
+
+
+def test_slice_of_a_slice_on_another_axis(tmp_path: Path) -> None:
+    """W [10, 4]: rows 2:8, then columns 0:2 of that: 12 elements; a direct Slice of rows 2:8 adds
+    24 more over the same rows: 36 applied, 24 covered."""
+    nodes = [
+        helper.make_node("Slice", ["W", "two", "eight"], ["s"]),
+        helper.make_node("Slice", ["s", "zero", "two", "one"], ["ss"]),
+        helper.make_node("Slice", ["W", "two", "eight"], ["t"]),
+        helper.make_node("Neg", ["ss"], ["y"]),
+        helper.make_node("Neg", ["t"], ["z"]),
+    ]
+    inits = [w("W", (10, 4)), ints("two", [2]), ints("eight", [8]), ints("zero", [0]), ints("one", [1])]
+    report = auditor.audit(build(tmp_path, nodes, [], [vi("y", FLOAT, None), vi("z", FLOAT, None)], inits, feeds={}))
+    assert report.counts.applied_params == 36
+    assert [(s.tensor, s.applications) for s in report.shared] == [("W", 1.5)]
+
+
+def test_covered_elements_directly() -> None:
+    """The union of parts, by hand: no reads, one cut axis, two cut axes (mask and, above the
+    mask limit, the capped sum), and a sparse tensor's stored values."""
+    from auditor.analyses import usage
+    from auditor.graph import Use
+    from auditor.roles import Role
+
+    def read(axes: tuple, elements: int) -> usage.Read:
+        return usage.Read(Use("n", 0), Role.WEIGHT, elements, axes)
+
+    shape = (4, 4)
+    assert usage.covered_elements([], shape) == 0
+    rows = [read((range(0, 2), None), 8), read((range(1, 3), None), 8)]
+    assert usage.covered_elements(rows, shape) == 12 and isinstance(usage.covered_elements(rows, shape), int)
+    corner = [read((range(0, 2), None), 8), read((None, range(0, 2)), 8)]
+    assert usage.covered_elements(corner, shape) == 12
+    assert usage.covered_elements(corner, shape, stored=8) == 6  # half the elements stored
+    limit = usage._MASK_LIMIT
+    try:
+        usage._MASK_LIMIT = 4  # too big to mask: the sum, capped at the tensor
+        assert usage.covered_elements(corner, shape) == 16
+    finally:
+        usage._MASK_LIMIT = limit
