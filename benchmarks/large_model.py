@@ -123,18 +123,25 @@ _STEPS = {
 }
 
 
-def measure(step: str, model: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of one step in a fresh Python process."""
-    setup, work = _STEPS[step]
+def run_step(setup: str, work: str, model: Path, label: str = "step") -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of ``work`` (after untimed ``setup``) in a fresh Python process,
+    with ``path`` bound to ``model``. Shared with ``scaling.py``."""
     code = f"import time, sys\nfrom pathlib import Path\npath = Path(sys.argv[1])\n{setup}\n"
     code += "start = time.perf_counter()\n" + textwrap.dedent(work)
     # VmHWM (peak RSS of this process image); ru_maxrss would carry the parent's peak over exec
-    code += "elapsed = time.perf_counter() - start\n"
+    code += "\nelapsed = time.perf_counter() - start\n"
     code += "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
     code += "print(elapsed, int(hwm) / 1024)\n"
-    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{label} failed on {model.name}:\n{done.stderr[-2000:]}")
     seconds, rss = done.stdout.split()[-2:]
     return float(seconds), float(rss)
+
+
+def measure(step: str, model: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of one step in a fresh Python process."""
+    return run_step(*_STEPS[step], model, step)
 
 
 def check(report: dict, planted: dict[str, list[list[str]]]) -> tuple[list[str], list[str]]:

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,6 +29,8 @@ from typing import Callable
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from large_model import run_step  # benchmarks/ is on the path when a script here runs
 
 FLOAT = TensorProto.FLOAT
 D = 16  # side of the small weights
@@ -188,17 +187,7 @@ _STEPS = {
 
 def measure(step: str, model: Path) -> tuple[float, float]:
     """(seconds, peak RSS MiB) of one step in a fresh Python process."""
-    setup, work = _STEPS[step]
-    code = f"import time, sys\nfrom pathlib import Path\npath = Path(sys.argv[1])\n{setup}\n"
-    code += "start = time.perf_counter()\n" + textwrap.dedent(work)
-    code += "\nelapsed = time.perf_counter() - start\n"
-    code += "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
-    code += "print(elapsed, int(hwm) / 1024)\n"
-    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{step} failed on {model.name}:\n{done.stderr[-2000:]}")
-    seconds, rss = done.stdout.split()[-2:]
-    return float(seconds), float(rss)
+    return run_step(*_STEPS[step], model, step)
 
 
 def exponent(sizes: list[int], seconds: list[float]) -> float:
