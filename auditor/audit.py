@@ -8,6 +8,7 @@ import os
 from typing import Iterator
 
 from auditor.analyses.blocks import describe_families, find_block_families
+from auditor.analyses.compute import compute_cost, routed_tokens
 from auditor.analyses.copies import digest_edges, group_copies
 from auditor.analyses.counts import count_parameters
 from auditor.analyses.embeddings import embedding_tables
@@ -15,13 +16,14 @@ from auditor.analyses.experts import expert_banks
 from auditor.analyses.fingerprint import fingerprint_all, fingerprint_array, worth_reading
 from auditor.analyses.generated import generated_weights
 from auditor.analyses.initial_values import initial_value_tensors
+from auditor.analyses.memory import static_memory, value_bytes
 from auditor.analyses.near import DEFAULT_TOLERANCE, near_duplicates
 from auditor.analyses.parameters import parameter_tensors, unknown_roles
 from auditor.analyses.sharing import shared_tensors
 from auditor.analyses.transforms import dequantized_weights, transformed_edges
 from auditor.analyses.usage import applied_totals, count_applications, loops, reads_of
 from auditor.findings import evaluate
-from auditor.graph import ModelGraph
+from auditor.graph import ModelGraph, ShapeRequest
 from auditor.load.onnx_file import load_onnx
 from auditor.progress import Progress
 from auditor.report.model import ModelSummary, Report
@@ -84,6 +86,12 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
     shareable = near_duplicates(candidates, prints, tolerance, copy_head)
     repeated = describe_families(families, params, prints, dots, copy_head)
     unknown = unknown_roles(model, params)
+    compute = compute_cost(model, loop_table, [f.blocks for f in families])
+    memory = static_memory(
+        model, counts.unique_bytes, {d: c.bytes for d, c in counts.by_dtype.items()},
+        sum(value_bytes(model, model.nodes[g.node].outputs[0], {}) or 4 * g.numel for g in generated),
+        routed_tokens(model),
+    )  # fmt: skip
     summary = ModelSummary(
         path=model.path,
         file_size=model.file_size,
@@ -110,6 +118,9 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
         branches=totals.branches,
         experts=banks,
         unknown_roles=unknown,
+        shapes=model.shape_info,
+        compute=compute,
+        memory=memory,
     )
 
 
@@ -129,14 +140,23 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def audit_with_graph(
-    path: str | os.PathLike[str], near: float | None = None, progress: Progress | None = None
+    path: str | os.PathLike[str],
+    near: float | None = None,
+    progress: Progress | None = None,
+    shapes: ShapeRequest | None = None,
 ) -> tuple[Report, ModelGraph]:
-    """Audit one ONNX file; also return the loaded graph (for GraphML export)."""
+    """Audit one ONNX file, costed at the input shapes ``shapes`` binds; also return the
+    loaded graph (for GraphML export and measuring)."""
     with _no_cyclic_gc():
-        model = load_onnx(path)
+        model = load_onnx(path, shapes)
         return analyse(model, near=near, progress=progress), model
 
 
-def audit(path: str | os.PathLike[str], near: float | None = None, progress: Progress | None = None) -> Report:
+def audit(
+    path: str | os.PathLike[str],
+    near: float | None = None,
+    progress: Progress | None = None,
+    shapes: ShapeRequest | None = None,
+) -> Report:
     """Audit one ONNX file."""
-    return audit_with_graph(path, near=near, progress=progress)[0]
+    return audit_with_graph(path, near=near, progress=progress, shapes=shapes)[0]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
-from auditor.roles import OpKind, Part, Role, Routing
+from auditor.roles import Cost, OpKind, Part, Role, Routing
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -40,6 +40,46 @@ FLOAT_DTYPES = frozenset(
         "float4e2m1",
     }
 )
+
+
+Dim = int | str  # a size, or the name of a size known only at run time (data-dependent)
+
+
+@dataclass(frozen=True)
+class ShapeRequest:
+    """The input shapes to cost a model at: ``--dim NAME=VALUE`` and ``--input-shape NAME=AxB``.
+
+    A ``dims`` name that is no symbolic dimension of the model binds a family of defaulted
+    dimensions instead: ``batch`` every batch axis, ``seq`` (or ``sequence``) every sequence
+    axis, ``image`` every spatial axis of an image input.
+    """
+
+    dims: Mapping[str, int] = field(default_factory=dict)
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    batch: int = 1
+    sequence: int = 128
+    image: int = 224
+
+
+@dataclass(frozen=True)
+class DimBinding:
+    """One symbolic input dimension and the size it was given."""
+
+    name: str
+    value: int
+    source: str  # "--dim", "--input-shape", "default batch", "default sequence", "default image"
+
+
+@dataclass(frozen=True)
+class ShapeInfo:
+    """How the model's input shapes were bound, and how far shapes could be inferred from them."""
+
+    inputs: Mapping[str, tuple[int, ...]]  # graph input name -> the shape it is costed at
+    dims: tuple[DimBinding, ...]
+    unused: tuple[str, ...] = ()  # --dim / --input-shape names the model does not have
+    inferred: str = "onnx"  # which shape inference ran ("onnx", or "none: <why>")
+    unknown_values: int = 0  # node outputs whose shape stayed unknown
+    unknown_by_op: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,6 +160,7 @@ class OpNode:
     # for a SLICE read: the part of the data input each output holds (None: unknown bounds)
     parts: tuple[Part | None, ...] = ()
     routing: Routing | None = None  # for an EXPERT_BANK read: k of n experts per token
+    cost: Cost = Cost.UNCOSTED  # how its arithmetic is counted
 
     def role(self, index: int) -> Role:
         """How this node reads input ``index``."""
@@ -162,6 +203,10 @@ class ModelGraph:
     outputs: tuple[str, ...]
     value_shapes: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
     external_data_bytes: int = 0
+    # value id -> shape at the bound input shapes, a str naming a size known only at run time
+    shapes: Mapping[str, tuple[Dim, ...]] = field(default_factory=dict)
+    dtypes: Mapping[str, str] = field(default_factory=dict)  # value id -> element type
+    shape_info: ShapeInfo | None = None
 
     # ---- indexes derived once -------------------------------------------------------------
 

@@ -60,6 +60,33 @@ class OpKind(str, Enum):
     CONSTANT = "constant"  # holds a stored tensor
 
 
+class Cost(str, Enum):
+    """How an op's arithmetic is counted (``auditor.analyses.compute`` holds the formulas)."""
+
+    FREE = "free"  # moves or views data, or works on shapes: no arithmetic to count
+    MATMUL = "matmul"  # batched matrix product with broadcasting (MatMul, MatMulInteger, FusedMatMul)
+    GEMM = "gemm"  # A' B' (+ C) with transA / transB
+    MATMUL_NBITS = "matmul_nbits"  # A times a packed low-bit weight of K x N (attributes K, N)
+    CONV = "conv"
+    CONV_TRANSPOSE = "conv_transpose"
+    EINSUM = "einsum"
+    LSTM = "lstm"
+    GRU = "gru"
+    RNN = "rnn"
+    ATTENTION = "attention"  # attention over Q, K, V inputs (ONNX Attention, MultiHeadAttention, GQA)
+    PACKED_ATTENTION = "packed_attention"  # projections by a packed QKV weight, then attention (contrib Attention)
+    NORMALIZATION = "normalization"  # layer, RMS, group, instance norms: 5 FLOPs per element
+    BATCH_NORM = "batch_norm"  # inference batch norm: a scale and a shift, 2 FLOPs per element
+    SOFTMAX = "softmax"  # exp, sum and divide: 3 FLOPs per element
+    ELEMENTWISE = "elementwise"  # 1 FLOP per output element (arithmetic, activations, comparisons)
+    REDUCE = "reduce"  # 1 FLOP per input element (ReduceSum, ArgMax, CumSum, TopK)
+    POOL = "pool"  # window size per output element
+    GLOBAL_POOL = "global_pool"  # 1 per input element
+    RESIZE = "resize"  # 1 per output element
+    CONTROL = "control"  # If, Loop, Scan, function calls: the cost of the subgraphs they run
+    UNCOSTED = "uncosted"  # not known to the vocabulary: listed by name, never a silent zero
+
+
 @dataclass(frozen=True)
 class Part:
     """The elements of an input a node passes on: per axis, the indices read (``None``: all).

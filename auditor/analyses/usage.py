@@ -257,7 +257,7 @@ def _enclosing(model: ModelGraph, scope: str) -> list[str]:
     return [model.nodes[caller].scope for caller in model.callers.get(scope, ())]
 
 
-def _branch_taken(model: ModelGraph, node: OpNode) -> int | None:
+def branch_taken(model: ModelGraph, node: OpNode) -> int | None:
     """Index of the branch a constant condition selects (0: then, 1: else), if it is constant."""
     cond = model.small_constant(node.inputs[0], 1) if node.inputs and node.inputs[0] else None
     if cond is None or cond.size != 1:
@@ -273,7 +273,7 @@ def _combine(
         return None
     known = [(i, v or 0) for i, v in inner]
     if node.kind is OpKind.BRANCH:
-        taken = _branch_taken(model, node)
+        taken = branch_taken(model, node)
         if taken is not None:
             return sum(v for i, v in known if i == taken)
         totals = [v for _, v in known] + [0] * (len(node.invokes) - len(known))
@@ -335,7 +335,7 @@ def count_applications(
         for owner, children in runners.get(scope, {}).items():
             node = model.nodes[owner]
             inner = [(i, evaluate(s, lower, depth + 1)) for i, s in sorted(children)]
-            if node.kind is OpKind.BRANCH and _branch_taken(model, node) is None:
+            if node.kind is OpKind.BRANCH and branch_taken(model, node) is None:
                 # per tensor, an If counts the branch that applies this tensor most
                 added = None if any(v is None for _, v in inner) else max(v or 0 for _, v in inner)
             else:
@@ -395,7 +395,7 @@ def applied_totals(
         total: int | None = round(direct[lightest].get(scope, 0.0))
         for node in model.runners_by_scope.get(scope, ()):
             inner = [(i, evaluate(s, lightest, depth + 1)) for i, s in enumerate(node.invokes)]
-            if node.kind is OpKind.BRANCH and not lightest and _branch_taken(model, node) is None:
+            if node.kind is OpKind.BRANCH and not lightest and branch_taken(model, node) is None:
                 totals = tuple(v for _, v in inner)
                 if len(set(totals)) > 1:
                     differing[node.id] = BranchChoice(node.id, totals)

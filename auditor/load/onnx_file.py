@@ -19,10 +19,11 @@ from typing import Callable, Iterable
 import numpy as np
 
 from auditor.errors import AuditError
-from auditor.graph import PACKED_DTYPES, ExternalRef, ModelGraph, OpNode, Scope, TensorInfo
+from auditor.graph import PACKED_DTYPES, Dim, ExternalRef, ModelGraph, OpNode, Scope, ShapeRequest, TensorInfo
 from auditor.roles import OpKind
 from auditor.load.dataflow import refine_roles
 from auditor.load.onnx_ops import CALL_SPEC, spec_for
+from auditor.load.shapes import GraphPath, count_unknown, infer_shapes, resolve
 from auditor.load.tensor_data import tensor_chunks
 
 try:  # protobuf raises its own DecodeError on a corrupt or truncated file
@@ -211,9 +212,14 @@ def _inline_reader(tensor: TensorProto) -> Callable[[], np.ndarray]:
 class _Builder:
     """Walks a ModelProto: main graph, subgraphs to any depth, and model-local functions."""
 
-    def __init__(self, model: onnx.ModelProto, path: Path) -> None:
+    def __init__(self, model: onnx.ModelProto, path: Path, request: ShapeRequest) -> None:
         self.model = model
         self.path = path
+        self.request = request
+        self.shapes: dict[str, tuple[Dim, ...]] = {}
+        self.dtypes: dict[str, str] = {}
+        self.bound: dict[GraphPath, dict[str, tuple[int | str | None, ...]]] = {}
+        self.sizes: dict[str, int] = {}
         self.external = _ExternalResolver(path)
         self.tensors: dict[str, TensorInfo] = {}
         self.nodes: dict[str, OpNode] = {}
@@ -312,12 +318,17 @@ class _Builder:
 
     def walk(self) -> ModelGraph:
         graph = self.model.graph
+        shape_info, self.bound = infer_shapes(self.model, self.request)
+        self.sizes = {binding.name: binding.value for binding in shape_info.dims}
         for function in self.model.functions:
             self._function(function)
-        main = self._graph(graph, scope="", kind="main", owner=None, attr=None, outer={})
+        main = self._graph(graph, scope="", kind="main", owner=None, attr=None, outer={}, path=())
         self._refuse_recursion()
         if any(node.kind is OpKind.TOP_K for node in self.nodes.values()):
             self._infer_main_shapes()
+        outputs = {out: node.op_type for node in self.nodes.values() for out in node.outputs if out}
+        unknown = count_unknown(outputs, self.shapes)
+        shape_info = replace(shape_info, unknown_values=sum(unknown.values()), unknown_by_op=dict(unknown.most_common()))
         initializer_names = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
         inputs = tuple(v for v, proto in zip(main.inputs, graph.input) if proto.name not in initializer_names)
         return refine_roles(ModelGraph(
@@ -334,6 +345,9 @@ class _Builder:
             outputs=main.outputs,
             value_shapes=self.value_shapes,
             external_data_bytes=self.external.total_bytes,
+            shapes=self.shapes,
+            dtypes=self.dtypes,
+            shape_info=shape_info,
         ))
 
     def _refuse_recursion(self) -> None:
@@ -387,11 +401,37 @@ class _Builder:
         return f"{scope}/{name}" if scope else name
 
     def _record_shapes(self, values: Iterable[onnx.ValueInfoProto], scope: str) -> None:
+        """Shapes the file states (``value_shapes``: what holds at any input size)."""
         for value in values:
             tensor_type = value.type.tensor_type
             if tensor_type.HasField("shape"):
                 dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
                 self.value_shapes[self._value_id(scope, value.name)] = dims
+
+    def _record_bound_shapes(self, graph: onnx.GraphProto, scope: str, path: GraphPath) -> None:
+        """Shapes at the bound input sizes (``shapes``), and element types: inferred, completed
+        from the symbolic expressions the exporter wrote."""
+        written: dict[str, tuple[int | str | None, ...]] = {}
+        for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+            tensor_type = value.type.tensor_type
+            if tensor_type.elem_type:
+                self.dtypes[self._value_id(scope, value.name)] = _TYPES.get(tensor_type.elem_type, ("unknown", None))[0]
+            if tensor_type.HasField("shape"):
+                written[value.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
+                )
+        inferred = self.bound.get(path, {})
+        for name, dims in inferred.items():
+            shape = resolve(dims, written.get(name), self.sizes)
+            if shape is not None:
+                self.shapes[self._value_id(scope, name)] = shape
+        for name, dims in written.items():
+            if name not in inferred and (shape := resolve(dims, None, self.sizes)) is not None:
+                self.shapes[self._value_id(scope, name)] = shape
+        for value in graph.input:  # element types inference found for values the file left untyped
+            value_id = self._value_id(scope, value.name)
+            if value_id not in self.dtypes and value.type.tensor_type.elem_type:
+                self.dtypes[value_id] = _TYPES.get(value.type.tensor_type.elem_type, ("unknown", None))[0]
 
     def _graph(
         self,
@@ -401,6 +441,7 @@ class _Builder:
         owner: str | None,
         attr: str | None,
         outer: dict[str, str],
+        path: GraphPath = (),
     ) -> Scope:
         if len(self.scopes) > 100_000:
             raise AuditError("invalid-model", "more than 100000 nested graphs; refusing to walk further")
@@ -426,10 +467,11 @@ class _Builder:
                 if out:
                     define(out, "a node output")
         self._record_shapes(list(graph.input) + list(graph.value_info) + list(graph.output), scope)
+        self._record_bound_shapes(graph, scope, path)
 
         self.scopes[scope] = Scope(scope, kind, owner, attr, inputs, ())
         for position, node in enumerate(graph.node):
-            self._node(node, position, scope, names)
+            self._node(node, position, scope, names, path)
         outputs = tuple(self._resolve(v.name, names, scope) for v in graph.output)
         self.scopes[scope] = Scope(scope, kind, owner, attr, inputs, outputs)
         return self.scopes[scope]
@@ -445,7 +487,7 @@ class _Builder:
                 "invalid-model", f"value '{name}'{where} is used but never defined (truncated or invalid model)"
             ) from None
 
-    def _node(self, node: onnx.NodeProto, position: int, scope: str, names: dict[str, str]) -> None:
+    def _node(self, node: onnx.NodeProto, position: int, scope: str, names: dict[str, str], path: GraphPath = ()) -> None:
         base = node.name or f"{node.op_type}_{position}"
         node_id = self._value_id(scope, base)
         while node_id in self.nodes:  # names are not required to be unique
@@ -459,12 +501,12 @@ class _Builder:
         for attr in attributes:
             if attr.type == AttributeProto.GRAPH:
                 sub_scope = f"{node_id}.{attr.name}"
-                self._graph(attr.g, sub_scope, "subgraph", node_id, attr.name, names)
+                self._graph(attr.g, sub_scope, "subgraph", node_id, attr.name, names, path + ((position, attr.name, 0),))
                 invokes.append(sub_scope)
             elif attr.type == AttributeProto.GRAPHS:
                 for i, sub in enumerate(attr.graphs):
                     sub_scope = f"{node_id}.{attr.name}[{i}]"
-                    self._graph(sub, sub_scope, "subgraph", node_id, attr.name, names)
+                    self._graph(sub, sub_scope, "subgraph", node_id, attr.name, names, path + ((position, attr.name, i),))
                     invokes.append(sub_scope)
             elif attr.type == AttributeProto.TENSOR and math.prod(attr.t.dims) <= 16:
                 if attr.t.data_location == TensorProto.EXTERNAL:
@@ -500,6 +542,7 @@ class _Builder:
             roles=spec.roles_for(len(node.input)),
             kind=spec.kind,
             quantized=spec.quantized,
+            cost=spec.cost,
         )
         self.nodes[node_id] = op
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
@@ -519,13 +562,14 @@ class _Builder:
             names.setdefault(attr_name, self._value_id(scope, attr_name))
         self.scopes[scope] = Scope(scope, "function", None, None, inputs, ())
         for position, node in enumerate(function.node):
-            self._node(node, position, scope, names)
+            self._node(node, position, scope, names, ((-1, scope, 0),))  # no inferred shapes in function bodies
         outputs = tuple(self._resolve(name, names, scope) for name in function.output)
         self.scopes[scope] = Scope(scope, "function", None, None, inputs, outputs)
 
 
-def load_onnx(path: str | os.PathLike[str]) -> ModelGraph:
-    """Parse an ONNX file into a ModelGraph without loading external tensor data."""
+def load_onnx(path: str | os.PathLike[str], shapes: ShapeRequest | None = None) -> ModelGraph:
+    """Parse an ONNX file into a ModelGraph without loading external tensor data; value shapes
+    are inferred at the input shapes ``shapes`` binds (stated defaults where it does not)."""
     model_path = Path(path)
     if not model_path.exists():
         raise AuditError("file-not-found", f"no such file: {model_path}")
@@ -541,6 +585,6 @@ def load_onnx(path: str | os.PathLike[str]) -> ModelGraph:
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise AuditError("not-onnx", f"{model_path} is not an ONNX model (no ir_version, graph or opset)")
     try:
-        return _Builder(model, model_path).walk()
+        return _Builder(model, model_path, shapes or ShapeRequest()).walk()
     except RecursionError:
         raise AuditError("invalid-model", f"{model_path}: subgraphs nested too deeply to walk") from None

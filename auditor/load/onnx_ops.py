@@ -12,13 +12,13 @@ an op found in neither is UNKNOWN, and its stored tensors are reported as "role 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Mapping
 
 import onnx.defs
 
-from auditor.roles import OpKind, Role
+from auditor.roles import Cost, OpKind, Role
 
 W, D, V, C, S = Role.WEIGHT, Role.DATA, Role.VIEW, Role.CONFIG, Role.SLICE
 Q, QP, I, COND = Role.QUANTIZED, Role.QUANT_PARAM, Role.INDICES, Role.CONDITION
@@ -36,6 +36,7 @@ class OpSpec:
     rest: Role = Role.DATA
     kind: OpKind = OpKind.OTHER
     quantized: Mapping[int, tuple[int | None, int | None]] = field(default_factory=dict)
+    cost: Cost = Cost.UNCOSTED
 
     def role(self, slot: int) -> Role:
         return self.roles[slot] if slot < len(self.roles) else self.rest
@@ -185,10 +186,71 @@ _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
 UNKNOWN_SPEC = OpSpec((), rest=Role.UNKNOWN)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# How each op is costed, by op type (ai.onnx and com.microsoft share names where they mean the same).
+_COSTS: dict[Cost, tuple[str, ...]] = {
+    Cost.FREE: _names("""
+        Identity Reshape Transpose Squeeze Unsqueeze Flatten Concat Split Slice Gather GatherND
+        GatherElements Expand Tile Pad Shape Size Constant ConstantOfShape Range Cast CastLike
+        Dropout NonZero ScatterND ScatterElements Scatter SpaceToDepth DepthToSpace Trilu
+        EyeLike OneHot Compress ReverseSequence SequenceAt SequenceConstruct SequenceEmpty
+        SequenceInsert SequenceLength SplitToSequence ConcatFromSequence Optional OptionalGetElement
+        OptionalHasElement RandomNormal RandomUniform RandomNormalLike RandomUniformLike Bernoulli
+        Multinomial GatherBlockQuantized Unique CenterCropPad Col2Im"""),
+    Cost.MATMUL: _names("MatMul MatMulInteger QLinearMatMul FusedMatMul DynamicQuantizeMatMul MatMulIntegerToFloat QOrderedMatMul MatMulBnb4"),
+    Cost.GEMM: _names("Gemm QGemm FusedGemm"),
+    Cost.MATMUL_NBITS: _names("MatMulNBits"),
+    Cost.CONV: _names("Conv ConvInteger QLinearConv FusedConv"),
+    Cost.CONV_TRANSPOSE: _names("ConvTranspose"),
+    Cost.EINSUM: _names("Einsum"),
+    Cost.LSTM: _names("LSTM DynamicQuantizeLSTM"),
+    Cost.GRU: _names("GRU"),
+    Cost.RNN: _names("RNN"),
+    Cost.ATTENTION: _names("MultiHeadAttention GroupQueryAttention"),
+    Cost.PACKED_ATTENTION: _names("QAttention QOrderedAttention"),
+    Cost.NORMALIZATION: _names("""
+        LayerNormalization RMSNormalization GroupNormalization InstanceNormalization
+        SimplifiedLayerNormalization SkipLayerNormalization SkipSimplifiedLayerNormalization
+        EmbedLayerNormalization LpNormalization MeanVarianceNormalization LRN"""),
+    Cost.BATCH_NORM: _names("BatchNormalization"),
+    Cost.SOFTMAX: _names("Softmax LogSoftmax Hardmax QLinearSoftmax"),
+    Cost.ELEMENTWISE: _names("""
+        Add Sub Mul Div Neg Abs Pow Sqrt Exp Log Reciprocal Relu LeakyRelu PRelu Elu Selu Celu
+        Sigmoid HardSigmoid HardSwish Tanh Erf Gelu FastGelu BiasGelu QuickGelu BiasAdd BiasSplitGelu
+        Softplus Softsign Mish Swish Sin Cos Tan Asin Acos Atan Sinh Cosh Asinh Acosh Atanh Floor
+        Ceil Round Sign Clip Min Max Mean Sum Mod BitShift BitwiseAnd BitwiseOr BitwiseXor
+        BitwiseNot And Or Xor Not Equal Greater GreaterOrEqual Less LessOrEqual Where IsNaN IsInf
+        ThresholdedRelu Shrink QuantizeLinear DequantizeLinear DynamicQuantizeLinear QLinearAdd
+        QLinearMul QLinearSigmoid QLinearLeakyRelu BiasDropout RotaryEmbedding Affine"""),
+    Cost.REDUCE: _names("""
+        ReduceSum ReduceMean ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSum
+        ReduceLogSumExp ReduceSumSquare ArgMax ArgMin CumSum TopK"""),
+    Cost.POOL: _names("MaxPool AveragePool LpPool"),
+    Cost.GLOBAL_POOL: _names("GlobalAveragePool GlobalMaxPool GlobalLpPool QLinearGlobalAveragePool"),
+    Cost.RESIZE: _names("Resize Upsample GridSample"),
+    Cost.CONTROL: _names("If Loop Scan"),
+}
+_COST_OF = {name: cost for cost, names in _COSTS.items() for name in names}
+# the ONNX standard Attention (opset 23) takes Q, K, V; the contrib one a packed QKV weight
+_COST_OF_DOMAIN = {("com.microsoft", "Attention"): Cost.PACKED_ATTENTION, ("", "Attention"): Cost.ATTENTION}
+
+
+def _with_cost(spec: OpSpec, domain: str, op_type: str) -> OpSpec:
+    cost = _COST_OF_DOMAIN.get((domain, op_type)) or _COST_OF.get(op_type, Cost.UNCOSTED)
+    return spec if cost is spec.cost else replace(spec, cost=cost)
+
+
 @lru_cache(maxsize=None)
 def spec_for(domain: str, op_type: str, opset: int = 10_000) -> OpSpec:
     """How ``op_type`` of ``domain`` reads its inputs (every input UNKNOWN for an op the
-    vocabulary does not know)."""
+    vocabulary does not know) and how its arithmetic is costed."""
+    return _with_cost(_roles_of(domain, op_type, opset), "" if domain == "ai.onnx" else domain, op_type)
+
+
+def _roles_of(domain: str, op_type: str, opset: int) -> OpSpec:
     if domain in ("", "ai.onnx") and op_type in _STANDARD:
         return _STANDARD[op_type]
     if domain == "com.microsoft" and op_type in _CONTRIB:
@@ -206,4 +268,4 @@ def spec_for(domain: str, op_type: str, opset: int = 10_000) -> OpSpec:
     return UNKNOWN_SPEC
 
 
-CALL_SPEC = OpSpec((), rest=Role.DATA)  # a call of a model-local function
+CALL_SPEC = OpSpec((), rest=Role.DATA, cost=Cost.CONTROL)  # a call of a model-local function

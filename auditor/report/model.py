@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from auditor.analyses.blocks import RepeatedBlocks
+from auditor.analyses.compute import Compute
+from auditor.analyses.memory import StaticMemory
 from auditor.analyses.copies import CopyGroup
 from auditor.analyses.counts import Counts
 from auditor.analyses.experts import ExpertBank
@@ -14,6 +16,8 @@ from auditor.analyses.sharing import SharedTensor
 from auditor.analyses.parameters import UnknownRole
 from auditor.analyses.usage import BranchChoice, LoopInfo
 from auditor.findings import Finding
+from auditor.graph import ShapeInfo
+from auditor.measure import Measurement
 
 @dataclass(frozen=True)
 class ModelSummary:
@@ -45,3 +49,7 @@ class Report:
     branches: tuple[BranchChoice, ...] = ()  # Ifs whose branches apply different parameter counts
     experts: tuple[ExpertBank, ...] = ()
     unknown_roles: tuple[UnknownRole, ...] = ()
+    shapes: ShapeInfo | None = None  # the input shapes the model is costed at
+    compute: Compute | None = None
+    memory: StaticMemory | None = None
+    measured: Measurement | None = None  # with --profile: run on the target device

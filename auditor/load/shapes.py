@@ -1,0 +1,331 @@
+"""Input shapes bound to sizes, and every value's shape inferred from them (onnx's inference).
+
+Costs need concrete shapes. The graph inputs' symbolic dimensions are bound first (``--dim``,
+``--input-shape``, then stated defaults: batch 1, sequence 128, image 224), written into the
+model's input types, and onnx's shape inference runs with data propagation, so shape
+arithmetic (``Shape -> Gather -> Concat -> Reshape``) resolves to numbers. What it leaves
+unknown is taken from the shapes the exporter wrote (the dynamo exporter writes symbolic
+expressions such as ``Min(32, s70)``), evaluated with the same bindings. Sizes that depend on
+the data (``NonZero``: tokens routed to one expert) stay named symbols; the compute analysis
+gives routed tokens their expected share.
+
+Large tensors are detached from the protobuf while inference runs: the onnx API serialises the
+whole model, and a self-contained 2 GB file would be copied four times for shapes that only
+need the dims.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections import Counter
+from typing import Callable, Iterator, Mapping
+
+import onnx
+from onnx import AttributeProto, TensorProto
+
+from auditor.errors import AuditError
+from auditor.graph import Dim, DimBinding, ShapeInfo, ShapeRequest
+
+_STUB_BYTES = 4096  # tensors above this are detached for inference (small ones feed data propagation)
+_SEQUENCE_NAMES = ("seq", "sequence")
+
+
+def _dims_of(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
+    tensor_type = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
+        return None
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
+    )
+
+
+def _input_role(dims: tuple[int | str | None, ...], axis: int, elem_type: int) -> str:
+    """Which default a dynamic axis of a graph input takes: batch, sequence or image size."""
+    if axis == 0:
+        return "batch"
+    is_float = elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+    if is_float and len(dims) == 4 and axis >= 2:
+        return "image"
+    return "sequence"
+
+
+def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
+    """Give every runtime input of ``graph`` a concrete shape; write it into the input's type."""
+    initializers = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
+    inputs = [v for v in graph.input if v.name not in initializers and v.type.HasField("tensor_type")]
+    names = {v.name for v in inputs}
+    symbols = {d for v in inputs for d in (_dims_of(v) or ()) if isinstance(d, str)}
+    unused = [f"--input-shape {n}" for n in request.input_shapes if n not in names]
+    family_names = {"batch": "batch", "seq": "sequence", "sequence": "sequence", "image": "image"}
+    families = {family_names[n]: v for n, v in request.dims.items() if n not in symbols and n in family_names}
+    unused += [f"--dim {n}" for n in request.dims if n not in symbols and n not in family_names]
+    defaults = {"batch": request.batch, "sequence": request.sequence, "image": request.image}
+    bound: dict[str, tuple[int, ...]] = {}
+    bindings: dict[str, DimBinding] = {}
+    used_families: set[str] = set()
+    for value in inputs:
+        dims = _dims_of(value) or ()
+        tensor_type = value.type.tensor_type
+        fixed = request.input_shapes.get(value.name)
+        if fixed is not None:
+            if tensor_type.HasField("shape") and len(fixed) != len(dims):
+                raise AuditError(
+                    "usage", f"--input-shape {value.name} has {len(fixed)} dimensions; the input has {len(dims)}"
+                )
+            for dim, size in zip(dims, fixed):
+                if isinstance(dim, int) and dim != size:
+                    raise AuditError(
+                        "usage", f"--input-shape {value.name}: the model fixes a dimension to {dim}, not {size}"
+                    )
+                if isinstance(dim, str) and dim not in bindings:
+                    bindings[dim] = DimBinding(dim, size, "--input-shape")
+            bound[value.name] = tuple(fixed)
+            continue
+        shape = []
+        for axis, dim in enumerate(dims):
+            if isinstance(dim, int):
+                shape.append(dim)
+                continue
+            if isinstance(dim, str) and dim in bindings:
+                shape.append(bindings[dim].value)
+                continue
+            if isinstance(dim, str) and dim in request.dims:
+                binding = DimBinding(dim, request.dims[dim], "--dim")
+            else:
+                family = _input_role(dims, axis, tensor_type.elem_type)
+                label = dim if isinstance(dim, str) else f"{value.name}[{axis}]"
+                if family in families:
+                    used_families.add(family)
+                    binding = DimBinding(label, families[family], f"--dim {family}")
+                else:
+                    binding = DimBinding(label, defaults[family], f"default {family}")
+            bindings[binding.name] = binding
+            shape.append(binding.value)
+        bound[value.name] = tuple(shape)
+    unused += [f"--dim {n}" for n, fam in family_names.items() if n in request.dims and n not in symbols
+               and fam not in used_families]  # fmt: skip
+    for value in inputs:  # written into the file's types: inference starts from concrete sizes
+        if value.name not in bound or not value.type.tensor_type.HasField("shape") and not bound[value.name]:
+            continue
+        shape_proto = value.type.tensor_type.shape
+        del shape_proto.dim[:]
+        for size in bound[value.name]:
+            shape_proto.dim.add().dim_value = size
+    return ShapeInfo(inputs=bound, dims=tuple(bindings.values()), unused=tuple(dict.fromkeys(unused)))
+
+
+def _big_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+    """Tensors of a graph and its subgraphs with enough data to matter for a copy."""
+    for tensor in graph.initializer:
+        if tensor.data_location != TensorProto.EXTERNAL and tensor.ByteSize() > _STUB_BYTES:
+            yield tensor
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == AttributeProto.TENSOR and attr.t.ByteSize() > _STUB_BYTES:
+                if attr.t.data_location != TensorProto.EXTERNAL:
+                    yield attr.t
+            elif attr.type == AttributeProto.GRAPH:
+                yield from _big_tensors(attr.g)
+            elif attr.type == AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _big_tensors(sub)
+
+
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+
+
+def _detached(model: onnx.ModelProto) -> list[tuple[TensorProto, dict[str, object]]]:
+    """Move the data of big tensors out of ``model`` (restored by :func:`_reattach`)."""
+    saved = []
+    for tensor in _big_tensors(model.graph):
+        fields: dict[str, object] = {}
+        for name in _DATA_FIELDS:
+            if name == "raw_data":
+                if tensor.HasField("raw_data"):
+                    fields[name] = tensor.raw_data
+            elif len(getattr(tensor, name)):
+                fields[name] = list(getattr(tensor, name))
+            tensor.ClearField(name)
+        # shape inference takes an external tensor's dims without reading it
+        tensor.data_location = TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", "__auditor_detached__"
+        saved.append((tensor, fields))
+    return saved
+
+
+def _reattach(saved: list[tuple[TensorProto, dict[str, object]]]) -> None:
+    for tensor, fields in saved:
+        del tensor.external_data[-1]
+        tensor.data_location = TensorProto.DEFAULT
+        for name, data in fields.items():
+            if name == "raw_data":
+                tensor.raw_data = data  # type: ignore[assignment]
+            else:
+                getattr(tensor, name).extend(data)
+
+
+_MAX_EXPANDED_NODES = 500_000
+
+
+def _expanded_nodes(model: onnx.ModelProto) -> int | None:
+    """Nodes onnx's inference would visit with every local function call expanded (it infers a
+    call by inferring the callee's body); None for a function that calls itself."""
+    bodies = {(f.domain, f.name): f for f in model.functions}
+    sizes: dict[tuple[str, str], int | None] = {}
+
+    def size(nodes: list[onnx.NodeProto], path: frozenset[tuple[str, str]]) -> int | None:
+        total = 0
+        for node in nodes:
+            key = (node.domain, node.op_type)
+            total += 1
+            if key in bodies:
+                if key in path:
+                    return None
+                if key not in sizes:
+                    sizes[key] = size(list(bodies[key].node), path | {key})
+                inner = sizes[key]
+                if inner is None:
+                    return None
+                total += inner
+            if total > _MAX_EXPANDED_NODES:
+                return total
+        return total
+
+    return size(list(model.graph.node), frozenset())
+
+
+GraphPath = tuple[tuple[int, str, int], ...]  # (node position, attribute, graph index) from the main graph
+
+
+def _collect(graph: onnx.GraphProto, path: GraphPath, into: dict[GraphPath, dict[str, tuple[int | str | None, ...]]]) -> None:
+    """Every inferred value shape of ``graph`` and its subgraphs, keyed by the subgraph's path."""
+    shapes = into.setdefault(path, {})
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dims = _dims_of(value)
+        if dims is not None:
+            shapes[value.name] = dims
+    for position, node in enumerate(graph.node):
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                _collect(attr.g, path + ((position, attr.name, 0),), into)
+            elif attr.type == AttributeProto.GRAPHS:
+                for index, sub in enumerate(attr.graphs):
+                    _collect(sub, path + ((position, attr.name, index),), into)
+
+
+def infer_shapes(model: onnx.ModelProto, request: ShapeRequest) -> tuple[ShapeInfo, dict[GraphPath, dict[str, tuple[int | str | None, ...]]]]:
+    """Bind ``model``'s inputs and infer every value's shape at those sizes.
+
+    Returns the binding and the inferred shapes per graph (the main graph at path ``()``).
+    The model is left as it was: bindings and detached data are put back.
+    """
+    graph = model.graph
+    original_inputs = [onnx.ValueInfoProto() for _ in graph.input]
+    for copy, value in zip(original_inputs, graph.input):
+        copy.CopyFrom(value)
+    original_value_info = list(graph.value_info)
+    info = bind_inputs(graph, request)
+    found: dict[GraphPath, dict[str, tuple[int | str | None, ...]]] = {}
+    expanded = _expanded_nodes(model) if model.functions else len(graph.node)
+    try:
+        if expanded is None or expanded > _MAX_EXPANDED_NODES:
+            why = "a local function calls itself" if expanded is None else f"local function calls expand to over {_MAX_EXPANDED_NODES:,} nodes"
+            return ShapeInfo(info.inputs, info.dims, info.unused, inferred=f"none: {why}"), found
+        del graph.value_info[:]  # the exporter's symbolic shapes would only conflict with the bound ones
+        saved = _detached(model)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception as exc:  # noqa: BLE001 - a model onnx cannot infer is still audited
+            text = str(exc).strip()
+            detail = text.splitlines()[0][:160] if text else type(exc).__name__
+            return ShapeInfo(info.inputs, info.dims, info.unused, inferred=f"none: onnx shape inference failed ({detail})"), found
+        finally:
+            _reattach(saved)
+        _collect(inferred.graph, (), found)
+        return info, found
+    finally:
+        del graph.input[:]
+        graph.input.extend(original_inputs)
+        del graph.value_info[:]
+        graph.value_info.extend(original_value_info)
+
+
+_BINARY: dict[type, Callable[[int, int], int]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod, ast.Div: operator.floordiv,
+}  # fmt: skip
+_CALLS: dict[str, Callable[..., int]] = {"Min": min, "Max": max, "min": min, "max": max, "floor": int, "ceiling": math.ceil,
+                                         "FloorDiv": operator.floordiv, "Mod": operator.mod}  # fmt: skip
+
+
+def evaluate_dim(expression: str, sizes: Mapping[str, int]) -> int | None:
+    """The size a symbolic dimension written by an exporter (``Min(32, s70)``,
+    ``((s43*s53)//s72)``) takes under ``sizes``; None when it names an unbound symbol."""
+    if expression in sizes:
+        return sizes[expression]
+    if len(expression) > 200:
+        return None
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except (SyntaxError, ValueError):
+        return None
+
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in sizes:
+            return sizes[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            return _BINARY[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value(node.operand)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS and not node.keywords:
+            return int(_CALLS[node.func.id](*(value(a) for a in node.args)))
+        raise ValueError("unsupported")
+
+    try:
+        result = value(tree)
+    except (ValueError, ZeroDivisionError, TypeError):
+        return None
+    return result if result >= 0 else None
+
+
+def resolve(
+    dims: tuple[int | str | None, ...], written: tuple[int | str | None, ...] | None, sizes: Mapping[str, int]
+) -> tuple[Dim, ...] | None:
+    """A value's shape: inferred dims, completed from the exporter's expressions; None if
+    a dimension is unknown and unnamed."""
+    result: list[Dim] = []
+    for axis, dim in enumerate(dims):
+        if isinstance(dim, int):
+            result.append(dim)
+            continue
+        if written is not None and len(written) == len(dims) and written[axis] is not None:
+            candidate = written[axis]
+            if isinstance(candidate, int):
+                result.append(candidate)
+                continue
+            size = evaluate_dim(str(candidate), sizes)
+            if size is not None:
+                result.append(size)
+                continue
+            if dim is None:
+                dim = str(candidate)
+        if dim is None:
+            return None
+        size = evaluate_dim(dim, sizes)
+        result.append(size if size is not None else dim)
+    return tuple(result)
+
+
+def count_unknown(outputs: Mapping[str, str], shapes: Mapping[str, tuple[Dim, ...]]) -> Counter[str]:
+    """Node outputs (value id -> op type) whose shape is unknown or has a size known only at
+    run time, by op type."""
+    return Counter(
+        op for value, op in outputs.items() if (shape := shapes.get(value)) is None or not all(isinstance(d, int) for d in shape)
+    )
