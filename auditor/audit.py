@@ -22,10 +22,13 @@ from auditor.analyses.parameters import parameter_tensors, unknown_roles
 from auditor.analyses.sharing import shared_tensors
 from auditor.analyses.transforms import dequantized_weights, transformed_edges
 from auditor.analyses.usage import applied_totals, count_applications, loops, reads_of
+from auditor.errors import AuditError
 from auditor.findings import evaluate
 from auditor.graph import ModelGraph, ShapeRequest
 from auditor.load.onnx_file import load_onnx
+from auditor.measure import InputSpec
 from auditor.progress import Progress
+from auditor.roles import Role
 from auditor.report.model import ModelSummary, Report
 
 
@@ -160,3 +163,29 @@ def audit(
 ) -> Report:
     """Audit one ONNX file."""
     return audit_with_graph(path, near=near, progress=progress, shapes=shapes)[0]
+
+
+def run_inputs(model: ModelGraph) -> list[InputSpec]:
+    """How to feed the model's inputs at the bound shapes when running it: integer inputs that
+    index an embedding table take valid rows (token ids), masks are ones, other integers 0 or 1."""
+    specs = []
+    for value in model.inputs:
+        shape = model.shapes.get(value)
+        dtype = model.dtypes.get(value, "float32")
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            raise AuditError("profile-shapes", f"input '{value}' has no concrete shape; give it with --input-shape")
+        low, high = 0, 2
+        if dtype.startswith(("int", "uint")):
+            rows = [
+                model.tensors[table].shape[int(model.nodes[use.node].attrs.get("axis", 0) or 0)]
+                for use, _ in model.walk_uses(value, lambda node, index: node.outputs[:1] if node.role(index) is Role.VIEW else ())
+                if model.nodes[use.node].role(use.index) is Role.INDICES
+                and (table := model.nodes[use.node].inputs[0]) in model.tensors
+                and model.tensors[table].shape
+            ]
+            if rows:
+                high = max(1, min(rows))
+            elif "mask" in value.lower():
+                low = 1
+        specs.append(InputSpec(value, "bool" if dtype == "bool" else dtype, tuple(int(d) for d in shape), low, high))
+    return specs

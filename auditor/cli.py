@@ -10,11 +10,16 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from auditor._version import __version__
 from auditor.errors import AuditError
 from auditor.findings import SEVERITIES
+from auditor.graph import ShapeRequest
+
+if TYPE_CHECKING:
+    from auditor.graph import ModelGraph
+    from auditor.report.model import Report
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -27,13 +32,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="audit", description="Audit an ONNX model: honest parameter counts, sharing, copies.")
+    parser = _Parser(
+        prog="audit",
+        description="Audit an ONNX model: honest parameter counts, sharing, copies, and what it costs to run.",
+    )
     parser.add_argument("model", help="path to an .onnx file")
     parser.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
     parser.add_argument("--json", metavar="PATH", help="write the JSON report (schema_version 2)")
     parser.add_argument("--graphml", metavar="PATH", help="write the graph of tensor reuse as GraphML")
     parser.add_argument("--near", metavar="TOL", type=float, default=None,
                         help="relative distance under which tensors count as near-duplicates (default 0.01)")
+    parser.add_argument("--dim", metavar="NAME=VALUE", action="append", default=[],
+                        help="bind a symbolic input dimension by name (--dim seq=512 --dim batch=8); "
+                        "'batch', 'seq' and 'image' bind every batch, sequence or image-size axis "
+                        "(defaults: batch 1, sequence 128, image 224)")
+    parser.add_argument("--input-shape", metavar="NAME=AxBxC", action="append", default=[],
+                        help="fix the shape of one graph input (--input-shape pixel_values=1x3x224x224)")
+    parser.add_argument("--profile", choices=["cpu", "cuda"], default=None,
+                        help="also run the model with onnxruntime on random inputs of the bound shapes, in a "
+                        "child process, and report measured peak memory and latency")
+    parser.add_argument("--profile-runs", metavar="N", type=int, default=10, help="timed runs after 2 warm-up runs (default 10)")
+    parser.add_argument("--profile-timeout", metavar="SECONDS", type=float, default=300.0,
+                        help="stop measuring after this long (default 300)")
     parser.add_argument("--fail-on", choices=[*SEVERITIES, "never"], default="error",
                         help="exit 1 when a finding has this severity or worse (default: error)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -83,16 +103,51 @@ def _write(path: str, text: str) -> None:
         raise
 
 
+def _size(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1 or value > 1 << 40:
+        raise AuditError("usage", f"{option}: '{text}' is not a positive size")
+    return value
+
+
+def _shape_request(args: argparse.Namespace) -> ShapeRequest:
+    dims: dict[str, int] = {}
+    for item in args.dim:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name:
+            raise AuditError("usage", f"--dim takes NAME=VALUE, got '{item}'")
+        dims[name] = _size(value, f"--dim {name}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in args.input_shape:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name:
+            raise AuditError("usage", f"--input-shape takes NAME=AxBxC, got '{item}'")
+        parts = value.replace(",", "x").split("x") if value else []
+        shapes[name] = tuple(_size(p, f"--input-shape {name}") for p in parts if p != "")
+    return ShapeRequest(dims=dims, input_shapes=shapes)
+
+
 def run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.near is not None and not 0 < args.near <= 2:
         raise AuditError("usage", f"--near must be a relative distance in (0, 2], got {args.near}")
+    if args.profile_runs < 1:
+        raise AuditError("usage", f"--profile-runs must be at least 1, got {args.profile_runs}")
+    if not 0 < args.profile_timeout <= 86_400:
+        raise AuditError("usage", f"--profile-timeout must be in (0, 86400] seconds, got {args.profile_timeout:g}")
+    request = _shape_request(args)
     _check_outputs(args)
     from auditor.audit import audit_with_graph  # imported late: keeps `audit --help` fast
     from auditor.progress import progress_bar
 
     with progress_bar(enabled=not args.quiet) as progress:
-        report, model = audit_with_graph(args.model, near=args.near, progress=progress)
+        report, model = audit_with_graph(args.model, near=args.near, progress=progress, shapes=request)
+    profile_error: AuditError | None = None
+    if args.profile:
+        report, profile_error = _profile(args, report, model)
     weights = {t.external.path for t in model.tensors.values() if t.external is not None}
     for out in (args.html, args.json, args.graphml):
         if out and str(Path(out).resolve()) in weights:
@@ -116,11 +171,32 @@ def run(argv: Sequence[str] | None) -> int:
         for label, path in (("HTML", args.html), ("JSON", args.json), ("GraphML", args.graphml)):
             if path:
                 sys.stdout.write(f"{label} report: {Path(path).resolve()}\n")
+    if profile_error is not None:  # the static figures are written; the measurement is not
+        sys.stderr.write(f"audit: error: {profile_error}\n")
+        return EXIT_BAD_INPUT
     if args.fail_on != "never":
         threshold = SEVERITIES.index(args.fail_on)
         if any(f.rank >= threshold for f in report.findings):
             return EXIT_FINDINGS
     return EXIT_OK
+
+
+def _profile(args: argparse.Namespace, report: Report, model: ModelGraph) -> tuple[Report, AuditError | None]:
+    """The report with the measured figures, or unchanged with the error that stopped measuring."""
+    import dataclasses
+
+    from auditor.audit import run_inputs
+    from auditor.measure import measure
+
+    try:
+        specs = run_inputs(model)
+        if not args.quiet:
+            sys.stderr.write(f"measuring on {args.profile}: 2 warm-up and {args.profile_runs} timed runs...\n")
+        measured = measure(args.model, specs, device=args.profile, runs=args.profile_runs, warmup=2,
+                           timeout_s=args.profile_timeout)  # fmt: skip
+    except AuditError as exc:
+        return report, exc
+    return dataclasses.replace(report, measured=measured), None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,12 @@ CHROMIUM_ARGS = [
 ]
 
 
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the transformers exports of a session (``zoo.exported`` caches per folder)."""
+    return tmp_path_factory.mktemp("zoo")
+
+
 @dataclass(frozen=True)
 class RepModel:
     """A model file written for a test, with the numbers the auditor must report for it."""

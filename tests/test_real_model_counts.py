@@ -31,8 +31,8 @@ EXPORTERS = {"dynamo": True, "legacy": False}
 
 
 @pytest.fixture(scope="session")
-def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("real_counts")
+def export_dir(zoo_dir: Path) -> Path:
+    return zoo_dir  # one export per model and exporter, shared with the other zoo tests
 
 
 @functools.lru_cache(maxsize=None)

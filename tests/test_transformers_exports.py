@@ -31,11 +31,6 @@ MODELS = list(zoo.BUILDERS)
 EXPORTERS = {"dynamo": True, "legacy": False}
 
 
-@pytest.fixture(scope="session")
-def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("zoo")
-
-
 @functools.lru_cache(maxsize=None)
 def _audit(path: Path) -> Report:
     return auditor.audit(path)

@@ -59,7 +59,7 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
     symbols = {d for v in inputs for d in (_dims_of(v) or ()) if isinstance(d, str)}
     unused = [f"--input-shape {n}" for n in request.input_shapes if n not in names]
     family_names = {"batch": "batch", "seq": "sequence", "sequence": "sequence", "image": "image"}
-    families = {family_names[n]: v for n, v in request.dims.items() if n not in symbols and n in family_names}
+    families = {family_names[n]: (n, v) for n, v in request.dims.items() if n not in symbols and n in family_names}
     unused += [f"--dim {n}" for n in request.dims if n not in symbols and n not in family_names]
     defaults = {"batch": request.batch, "sequence": request.sequence, "image": request.image}
     bound: dict[str, tuple[int, ...]] = {}
@@ -98,7 +98,8 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
                 label = dim if isinstance(dim, str) else f"{value.name}[{axis}]"
                 if family in families:
                     used_families.add(family)
-                    binding = DimBinding(label, families[family], f"--dim {family}")
+                    option, size = families[family]
+                    binding = DimBinding(label, size, f"--dim {option}")
                 else:
                     binding = DimBinding(label, defaults[family], f"default {family}")
             bindings[binding.name] = binding

@@ -63,11 +63,88 @@ def report_dict(report: Report) -> dict[str, Any]:
         "branches": _plain(report.branches),
         "experts": _plain(report.experts),
         "unknown_roles": _plain(report.unknown_roles),
+        "shapes": _shapes(report),
+        "compute": _compute(report),
+        "memory": _memory(report),
+        "latency_ms": _latency(report),
         "findings": [
             {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": _plain(f.evidence)}
             for f in report.findings
         ],
     }
+
+
+def _shapes(report: Report) -> dict[str, Any] | None:
+    info = report.shapes
+    if info is None:
+        return None
+    return {
+        "inputs": {name: list(shape) for name, shape in info.inputs.items()},
+        "dims": [{"name": d.name, "value": d.value, "source": d.source} for d in info.dims],
+        "unused": list(info.unused),
+        "inferred": info.inferred,
+        "unknown_values": info.unknown_values,
+        "unknown_by_op": dict(info.unknown_by_op),
+    }
+
+
+def _compute(report: Report) -> dict[str, Any] | None:
+    compute = report.compute
+    if compute is None:
+        return None
+    return {
+        "macs": compute.macs,
+        "flops": compute.flops,
+        "macs_lower_bound": compute.macs_lower_bound,
+        "flops_lower_bound": compute.flops_lower_bound,
+        "complete": compute.complete,
+        "by_op_type": {t.op_type: {"count": t.count, "macs": t.macs, "flops": t.flops} for t in compute.by_op_type},
+        "uncosted_ops": sorted(compute.uncosted_ops),
+        "uncosted_nodes": dict(compute.uncosted_ops),
+        "unknown_shape_ops": dict(compute.unknown_shape_ops),
+        "unknown_trip_loops": list(compute.unknown_trip_loops),
+        "routed_tokens": dict(compute.routed_tokens),
+        "blocks": _plain(compute.blocks),
+        "nodes": [
+            {"node": n.node, "op_type": n.op_type, "macs": round(n.macs), "flops": round(n.flops), "runs": n.runs}
+            for n in compute.nodes
+        ],
+    }
+
+
+def _memory(report: Report) -> dict[str, Any] | None:
+    memory = report.memory
+    if memory is None:
+        return None
+    live = memory.activations
+    runtime = memory.runtime
+    measured = report.measured
+    return {
+        "static_weights_bytes": memory.weights_bytes,
+        "static_weights_by_dtype": dict(memory.weights_by_dtype),
+        "static_generated_bytes": memory.generated_bytes,
+        "static_activation_peak_bytes": live.peak_bytes,
+        "static_plain_peak_bytes": memory.plain_peak_bytes,
+        "static_peak_bytes": runtime.peak_bytes,
+        "static_peak_dominant": runtime.dominant,
+        "runtime_estimate": {**_plain(runtime), "peak_bytes": runtime.peak_bytes, "dominant": runtime.dominant},
+        "activation_peak_node": live.peak_node,
+        "activation_peak_op_type": live.peak_op_type,
+        "activation_peak_tensors": _plain(live.peak_tensors),
+        "activation_unknown_values": live.unknown_values,
+        "timeline": [list(point) for point in live.timeline],
+        "measured_peak_bytes": measured.peak_bytes if measured else None,
+        "measured_device": measured.device if measured else None,
+        "measured_runs": measured.runs if measured else None,
+        "measured": _plain(measured) if measured else None,
+    }
+
+
+def _latency(report: Report) -> dict[str, float] | None:
+    measured = report.measured
+    if measured is None:
+        return None
+    return {"median": measured.median_ms, "p90": measured.p90_ms, "spread": measured.spread_ms}
 
 
 def render_json(report: Report) -> str:
