@@ -9,11 +9,11 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[torch,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[torch,test,profile]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/audit samples/albert_like.onnx --html report.html --json report.json --force
+	$(VENV)/bin/audit samples/albert_like.onnx --dim seq=32 --profile cpu --html report.html --json report.json --force
 	@echo "wrote $(CURDIR)/report.html and $(CURDIR)/report.json"
 
 # Debian's chromium for the HTML report tests (playwright never downloads a browser here).

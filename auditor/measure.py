@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -99,6 +100,8 @@ def measure(
         raise ValueError(f"threads must be >= 1, got {threads}")
     if not Path("/proc/self/status").is_file():
         raise ProfileError("profile-unavailable", "measuring memory needs Linux (/proc); this system has none")
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise ProfileError("profile-unavailable", "measuring needs onnxruntime: pip install 'auditor[profile]'")
     path = Path(model_path).resolve()
     if not path.is_file():
         raise ProfileError("profile-failed", f"cannot measure {path}: no such file")
