@@ -7,15 +7,21 @@ the jinja2 templates; it computes no analysis.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from auditor._version import __version__
+from auditor.analyses.compute import Compute
+from auditor.analyses.memory import Liveness, StaticMemory
 from auditor.findings import human, human_bytes
+from auditor.graph import DimBinding, ShapeInfo
+from auditor.measure import Measurement
 from auditor.report.json_report import report_dict
 from auditor.report.model import Report
+from auditor.report.terminal import human_units, ratio_text, shapes_caption
 
 # Meaning of each count, shown beside it (the README's 'What counts' says the same).
 COUNT_MEANINGS = {
@@ -79,6 +85,350 @@ def _bars(report: Report) -> list[Bar]:
     return bars
 
 
+# ---- the cost section: input shapes, compute, memory, measured ----------------------------------
+
+TOP_OP_TYPES = 15
+TOP_NODES = 10
+NAME_LIMIT = 48  # longer node names are shortened in tables (the full name in title=)
+
+# Why a measured peak differs from the static estimates, shown beside the measurement.
+MEASURED_GAP = (
+    "onnxruntime keeps the arena chunks of the warm-up run and allocates a memory-pattern block on the next run; "
+    "fused kernels, prepacked weights and its own allocator rounding change what is held, so the static figures are "
+    "estimates to compare models by, not predictions to the byte."
+)
+
+
+@dataclass(frozen=True)
+class Amount:
+    """A number in human units, with the exact figure for hover (title=)."""
+
+    text: str
+    exact: str
+
+
+def _amount(n: float, unit: str) -> Amount:
+    return Amount(human_units(n, unit), f"{round(n):,} {unit}")
+
+
+def _bytes(n: int) -> Amount:
+    return Amount(human_bytes(n), f"{n:,} bytes")
+
+
+def _short(name: str, limit: int = NAME_LIMIT) -> str:
+    """A long node name cut in the middle (its scope prefix and its tail stay readable)."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (limit - 1 - head):]}"
+
+
+@dataclass(frozen=True)
+class ShapesView:
+    inputs: tuple[tuple[str, str], ...]  # (input, "1×8×16")
+    dims: tuple[DimBinding, ...]
+    unused: tuple[str, ...]
+    not_inferred: str | None  # why shape inference did not run, when it did not
+    unknown_values: int
+    unknown_by_op: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class OpRow:
+    op_type: str
+    count: int
+    macs: Amount
+    flops: Amount
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    name: str
+    short: str
+    op_type: str
+    macs: Amount  # per run
+    flops: Amount  # per run
+    runs: str
+    flops_total: Amount  # per forward: per run times runs
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    first_tensor: str
+    blocks: int
+    macs: Amount
+    flops: Amount
+
+
+@dataclass(frozen=True)
+class ComputeView:
+    macs: Amount
+    flops: Amount
+    lower_macs: Amount | None  # when the lightest If branches cost less
+    lower_flops: Amount | None
+    op_rows: tuple[OpRow, ...]
+    others: OpRow | None  # the op types past the top ones, together
+    nodes: tuple[NodeRow, ...]
+    node_count: int
+    blocks: tuple[BlockRow, ...]
+    uncosted: tuple[tuple[str, int], ...]
+    unknown_shape: tuple[tuple[str, int], ...]
+    unknown_trip_loops: tuple[str, ...]
+    routed: tuple[tuple[str, str], ...]  # (expert group node, expected tokens)
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float  # x or y in the chart's coordinates
+    label: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    """The liveness timeline as plain SVG geometry (viewBox coordinates, y down)."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+    line: str  # path data
+    area: str
+    y_ticks: tuple[Tick, ...]
+    x_ticks: tuple[Tick, ...]
+    peak_y: float
+    peak_label: str
+    peak_title: str
+    points: int
+
+
+@dataclass(frozen=True)
+class RuntimeTerm:
+    key: str
+    label: str
+    amount: Amount
+    meaning: str
+    dominant: bool
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    weights: Amount
+    by_dtype: tuple[tuple[str, Amount], ...]
+    generated: Amount | None
+    activation_peak: Amount
+    peak_node: str
+    peak_op_type: str
+    peak_tensors: tuple[tuple[str, str, Amount], ...]  # (name, shortened, bytes)
+    unknown_values: int
+    plain_peak: Amount
+    chart: Chart | None
+    terms: tuple[RuntimeTerm, ...]
+    runtime_peak: Amount
+    dominant: str
+
+
+@dataclass(frozen=True)
+class MeasuredView:
+    device: str
+    provider: str
+    runs: int
+    warmup: int
+    peak: Amount
+    baseline: Amount
+    session: Amount
+    creation_peak: Amount
+    first_run_peak: Amount
+    static_peak: Amount | None  # the runtime-aware estimate
+    plain_peak: Amount | None
+    ratio_static: str  # static estimate / measured
+    ratio_plain: str
+    median_ms: str
+    p90_ms: str
+    spread_ms: str
+    gap: str
+
+
+@dataclass(frozen=True)
+class CostView:
+    caption: str  # "x 1×8×16"
+    shapes: ShapesView | None
+    compute: ComputeView | None
+    memory: MemoryView | None
+    measured: MeasuredView | None
+
+
+def _shape_text(shape: tuple[int, ...], sep: str = "×") -> str:
+    return sep.join(str(d) for d in shape) if shape else "scalar"
+
+
+def _shapes_view(info: ShapeInfo) -> ShapesView:
+    return ShapesView(
+        inputs=tuple((name, _shape_text(shape)) for name, shape in info.inputs.items()),
+        dims=tuple(info.dims),
+        unused=tuple(info.unused),
+        not_inferred=info.inferred.removeprefix("none:").strip() if info.inferred != "onnx" else None,
+        unknown_values=info.unknown_values,
+        unknown_by_op=tuple(sorted(info.unknown_by_op.items(), key=lambda kv: (-kv[1], kv[0]))),
+    )
+
+
+def _compute_view(compute: Compute) -> ComputeView:
+    differs = compute.macs_lower_bound != compute.macs or compute.flops_lower_bound != compute.flops
+    top, rest = compute.by_op_type[:TOP_OP_TYPES], compute.by_op_type[TOP_OP_TYPES:]
+    others = None
+    if rest:
+        others = OpRow(
+            f"{len(rest)} other op types",
+            sum(t.count for t in rest),
+            _amount(sum(t.macs for t in rest), "MACs"),
+            _amount(sum(t.flops for t in rest), "FLOPs"),
+        )
+    return ComputeView(
+        macs=_amount(compute.macs, "MACs"),
+        flops=_amount(compute.flops, "FLOPs"),
+        lower_macs=_amount(compute.macs_lower_bound, "MACs") if differs else None,
+        lower_flops=_amount(compute.flops_lower_bound, "FLOPs") if differs else None,
+        op_rows=tuple(OpRow(t.op_type, t.count, _amount(t.macs, "MACs"), _amount(t.flops, "FLOPs")) for t in top),
+        others=others,
+        nodes=tuple(
+            NodeRow(n.node, _short(n.node), n.op_type, _amount(n.macs, "MACs"), _amount(n.flops, "FLOPs"),
+                    f"{n.runs:g}", _amount(n.flops * n.runs, "FLOPs"))  # fmt: skip
+            for n in compute.nodes[:TOP_NODES]  # heaviest first (FLOPs times runs)
+        ),
+        node_count=len(compute.nodes),
+        blocks=tuple(
+            BlockRow(b.first_tensor, b.blocks, _amount(b.macs_per_block, "MACs"), _amount(b.flops_per_block, "FLOPs"))
+            for b in compute.blocks
+        ),
+        uncosted=tuple(compute.uncosted_ops.items()),
+        unknown_shape=tuple(compute.unknown_shape_ops.items()),
+        unknown_trip_loops=tuple(compute.unknown_trip_loops),
+        routed=tuple((group, f"{tokens:.4g}") for group, tokens in compute.routed_tokens.items()),
+    )
+
+
+_BYTE_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1))
+
+
+def _nice_step(span: float, most: int) -> float:
+    """The smallest 1, 2 or 5 times a power of ten that splits ``span`` into at most ``most`` steps."""
+    raw = span / most
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1.0, 2.0, 5.0, 10.0) if m * magnitude >= raw * (1 - 1e-9))
+
+
+def _timeline_chart(live: Liveness) -> Chart | None:
+    """The liveness timeline as SVG paths: a viewBox 420 wide keeps its 14-unit text about 11 px tall at 360 px."""
+    if not live.timeline:
+        return None
+    width, height, left, right, top, bottom = 420, 224, 72, 408, 20, 180
+    highest = max(live.peak_bytes, max(b for _, b in live.timeline), 1)
+    unit, size = next((u, s) for u, s in _BYTE_UNITS if highest >= s)
+    step = _nice_step(highest / size, 4)
+    if size == 1:  # no fractions of a byte
+        step = max(step, 1.0)
+    ceiling = math.ceil(highest / size / step - 1e-9) * step  # in units
+    scale_y = (bottom - top) / (ceiling * size)
+    first, last = live.timeline[0][0], live.timeline[-1][0]
+    span = max(last - first, 1)
+
+    def x_at(position: float) -> float:
+        return left + (position - first) * (right - left) / span
+
+    def y_at(value: float) -> float:
+        return bottom - value * scale_y
+
+    points = [(x_at(p), y_at(b)) for p, b in live.timeline]
+    if len(points) == 1:  # one node: a level across the plot
+        points = [(left, points[0][1]), (right, points[0][1])]
+    line = "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    area = f"M{points[0][0]:.1f},{bottom} L" + " L".join(f"{x:.1f},{y:.1f}" for x, y in points) + f" L{points[-1][0]:.1f},{bottom} Z"
+    ticks = int(round(ceiling / step))
+    y_ticks = tuple(Tick(round(y_at(k * step * size), 1), f"{k * step:.4g} {unit}" if k else "0") for k in range(ticks + 1))
+    x_ticks = (Tick(left, str(first)), Tick(right, str(last))) if last > first else (Tick(left, str(first)),)
+    node = _short(live.peak_node, 22) if live.peak_node else ""
+    label = f"peak {human_bytes(live.peak_bytes)}" + (f" at {node}" if node else "")
+    title = f"peak {live.peak_bytes:,} bytes" + (f" while node {live.peak_node} ({live.peak_op_type}) runs" if live.peak_node else "")
+    return Chart(width, height, left, right, top, bottom, line, area, y_ticks, x_ticks,
+                 round(y_at(live.peak_bytes), 1), label, title, len(live.timeline))  # fmt: skip
+
+
+RUNTIME_MEANINGS = {
+    "session": "Fixed cost of an onnxruntime session: kernels, allocator, thread pool.",
+    "creation": "While the session is created the weights are held twice: the parsed model and the session's own copies.",
+    "running": "After creation: the weights once, plus the activations twice (the warm-up run's arena chunks stay "
+    "and the next run allocates the planned memory-pattern block beside them; views share their input's buffer).",
+}
+
+
+def _memory_view(memory: StaticMemory) -> MemoryView:
+    live, runtime = memory.activations, memory.runtime
+    creation_dominates = runtime.creation_bytes >= runtime.running_bytes
+    terms = (
+        RuntimeTerm("session", "Session", _bytes(runtime.session_bytes), RUNTIME_MEANINGS["session"], False),
+        RuntimeTerm("creation", "Creation (weights held twice)", _bytes(runtime.creation_bytes), RUNTIME_MEANINGS["creation"],
+                    creation_dominates),
+        RuntimeTerm("running", "Running (weights + activations twice)", _bytes(runtime.running_bytes),
+                    RUNTIME_MEANINGS["running"], not creation_dominates),
+    )  # fmt: skip
+    return MemoryView(
+        weights=_bytes(memory.weights_bytes),
+        by_dtype=tuple((dtype, _bytes(n)) for dtype, n in memory.weights_by_dtype.items()),
+        generated=_bytes(memory.generated_bytes) if memory.generated_bytes else None,
+        activation_peak=_bytes(live.peak_bytes),
+        peak_node=live.peak_node,
+        peak_op_type=live.peak_op_type,
+        peak_tensors=tuple((t.value, _short(t.value), _bytes(t.bytes)) for t in live.peak_tensors),
+        unknown_values=live.unknown_values,
+        plain_peak=_bytes(memory.plain_peak_bytes),
+        chart=_timeline_chart(live),
+        terms=terms,
+        runtime_peak=_bytes(runtime.peak_bytes),
+        dominant=runtime.dominant,
+    )
+
+
+def _ratio(estimate: int, measured: int) -> str:
+    return ratio_text(estimate, measured) if measured > 0 else "n/a"
+
+
+def _measured_view(m: Measurement, memory: StaticMemory | None) -> MeasuredView:
+    static = memory.runtime.peak_bytes if memory is not None else None
+    plain = memory.plain_peak_bytes if memory is not None else None
+    return MeasuredView(
+        device=m.device,
+        provider=m.provider,
+        runs=m.runs,
+        warmup=m.warmup,
+        peak=_bytes(m.peak_bytes),
+        baseline=_bytes(m.baseline_bytes),
+        session=_bytes(m.session_bytes),
+        creation_peak=_bytes(m.creation_peak_bytes),
+        first_run_peak=_bytes(m.first_run_peak_bytes),
+        static_peak=_bytes(static) if static is not None else None,
+        plain_peak=_bytes(plain) if plain is not None else None,
+        ratio_static=_ratio(static, m.peak_bytes) if static is not None else "n/a",
+        ratio_plain=_ratio(plain, m.peak_bytes) if plain is not None else "n/a",
+        median_ms=f"{m.median_ms:.3g}",
+        p90_ms=f"{m.p90_ms:.3g}",
+        spread_ms=f"{m.spread_ms:.3g}",
+        gap=MEASURED_GAP,
+    )
+
+
+def cost_view(report: Report) -> CostView:
+    """The cost section's view model: every figure of the report formatted, nothing computed anew."""
+    return CostView(
+        caption=shapes_caption(report.shapes),
+        shapes=_shapes_view(report.shapes) if report.shapes is not None else None,
+        compute=_compute_view(report.compute) if report.compute is not None else None,
+        memory=_memory_view(report.memory) if report.memory is not None else None,
+        measured=_measured_view(report.measured, report.memory) if report.measured is not None else None,
+    )
+
+
 def render_html(report: Report) -> str:
     """The report as one HTML document."""
     env = jinja2.Environment(
@@ -93,6 +443,7 @@ def render_html(report: Report) -> str:
         report=report,
         data=report_dict(report),
         bars=_bars(report),
+        cost=cost_view(report),
         version=__version__,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )

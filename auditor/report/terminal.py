@@ -2,12 +2,111 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from auditor.findings import human, human_bytes
+from auditor.graph import ShapeInfo
 from auditor.report.model import Report
+
+_MAX_INPUTS = 4  # inputs named in the cost caption; the rest are counted
+
+
+def human_units(n: float, unit: str) -> str:
+    """4096, "MACs" -> '4.1 kMACs'; 512, "FLOPs" -> '512 FLOPs'."""
+    text = human(n)
+    if text[-1:].isalpha():
+        return f"{text[:-1]} {text[-1]}{unit}"
+    return f"{text} {unit}"
+
+
+def ratio_text(estimate: float, measured: float) -> str:
+    """estimate / measured with two decimals, or two significant digits when far below one."""
+    ratio = estimate / measured
+    return f"{ratio:.2f}" if ratio >= 0.05 else f"{ratio:.2g}"
+
+
+def shapes_caption(info: ShapeInfo | None, sep: str = "×") -> str:
+    """The bound input shapes in one phrase: 'input_ids 1×128, mask 1×128'."""
+    if info is None:
+        return "unbound input shapes"
+    if not info.inputs:
+        return "no inputs"
+    parts = [f"{name} {sep.join(str(d) for d in shape) if shape else 'scalar'}" for name, shape in info.inputs.items()]
+    if len(parts) > _MAX_INPUTS:
+        parts = parts[: _MAX_INPUTS - 1] + [f"and {len(parts) - _MAX_INPUTS + 1} more inputs"]
+    return ", ".join(parts)
+
+
+def _listing(names: list[str], most: int = 6) -> str:
+    """'a, b, c' with at most ``most`` names, then how many more."""
+    return ", ".join(names[:most] + ([f"{len(names) - most} more"] if len(names) > most else []))
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    """{'FancyOp': 2, 'Foo': 1} -> 'FancyOp (2), Foo'."""
+    return _listing([f"{name} ({n})" if n > 1 else name for name, n in counts.items()])
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _cost_lines(report: Report) -> list[str]:
+    """Compute, static memory and the measurement, a line each."""
+    lines = []
+    shapes = report.shapes
+    compute = report.compute
+    if compute is None:
+        lines.append("  cost: not costed")
+    else:
+        text = f"  Cost at {shapes_caption(shapes, 'x')}: {human_units(compute.macs, 'MACs')}, {human_units(compute.flops, 'FLOPs')}"
+        if compute.macs_lower_bound != compute.macs or compute.flops_lower_bound != compute.flops:
+            text += (f" (lightest If branches: {human_units(compute.macs_lower_bound, 'MACs')},"
+                     f" {human_units(compute.flops_lower_bound, 'FLOPs')})")  # fmt: skip
+        notes = []
+        if compute.uncosted_ops:
+            notes.append(f"{_plural(sum(compute.uncosted_ops.values()), 'op')} uncosted: {_counted(compute.uncosted_ops)}")
+        if compute.unknown_shape_ops:
+            notes.append(f"{_plural(sum(compute.unknown_shape_ops.values()), 'op')} of unknown shape: {_counted(compute.unknown_shape_ops)}")
+        if compute.unknown_trip_loops:
+            notes.append(f"loops counted once, trip count unknown: {_listing(list(compute.unknown_trip_loops))}")
+        if notes:
+            text += " (" + "; ".join(notes) + ")"
+        lines.append(text)
+        if compute.routed_tokens:
+            tokens = ", ".join(f"{group} {value:.4g}" for group, value in list(compute.routed_tokens.items())[:6])
+            lines.append(f"    expected tokens per expert: {tokens}")
+    if shapes is not None:
+        if shapes.unused:
+            lines.append(f"    not dimensions of this model (ignored): {', '.join(shapes.unused)}")
+        if shapes.inferred != "onnx":
+            lines.append(f"    shape inference did not run ({shapes.inferred.removeprefix('none:').strip()})")
+        elif shapes.unknown_values:
+            lines.append(f"    {_plural(shapes.unknown_values, 'value')} of unknown shape (not costed): {_counted(shapes.unknown_by_op)}")
+    memory = report.memory
+    if memory is None:
+        lines.append("  memory: not estimated")
+    else:
+        live, runtime = memory.activations, memory.runtime
+        at = f" at node {live.peak_node} ({live.peak_op_type})" if live.peak_node else ""
+        lines.append(
+            f"  Memory (static): weights {human_bytes(memory.weights_bytes)}, activation peak {human_bytes(live.peak_bytes)}{at};"
+            f" onnxruntime CPU estimate {human_bytes(runtime.peak_bytes)}, dominated by {runtime.dominant}"
+        )
+    measured = report.measured
+    if measured is not None:
+        ratio = ""
+        if memory is not None and measured.peak_bytes > 0:
+            ratio = f" (estimate/measured {ratio_text(memory.runtime.peak_bytes, measured.peak_bytes)})"
+        lines.append(
+            f"  Measured ({measured.device}, {measured.runs} runs): peak {human_bytes(measured.peak_bytes)}{ratio},"
+            f" latency median {measured.median_ms:.3g} ms, p90 {measured.p90_ms:.3g} ms"
+        )
+    return lines
 
 
 def render_terminal(report: Report) -> str:
-    """A few lines: the counts side by side, then the findings."""
+    """A few lines: the counts side by side, the cost, then the findings."""
     c = report.counts
     applied = human(c.applied_params) if c.applied_params is not None else f">= {human(c.applied_params_lower_bound)} (loop trip count unknown)"
     if c.applied_params is not None and c.applied_params_lower_bound != c.applied_params:
@@ -29,6 +128,7 @@ def render_terminal(report: Report) -> str:
     lines.append(f"  shared tensors: {len(report.shared)}   copy groups: {len(report.duplicates)}"
                  + (f"   shareable groups: {len(report.shareable)}" if report.shareable else "")
                  + (f"   repeated block families: {len(report.repeated_blocks)}" if report.repeated_blocks else ""))  # fmt: skip
+    lines += _cost_lines(report)
     for finding in report.findings:
         lines.append(f"  [{finding.severity}] {finding.code} {finding.slug}: {finding.message}")
     if not report.findings:
