@@ -225,3 +225,48 @@ def test_cli_binds_dims_and_rejects_bad_values(tmp_path: Path) -> None:
     for bad in (["--dim", "seq=0"], ["--dim", "seq"], ["--input-shape", "x=2xAx16"]):
         done = subprocess.run([*AUDIT, str(path), *bad, "-q"], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "op, attrs, per_element",
+    [("Softmax", {}, 3), ("Relu", {}, 1), ("ReduceMean", {"keepdims": 1}, 1)],
+)
+def test_per_element_costs(tmp_path: Path, op: str, attrs: dict[str, int], per_element: int) -> None:
+    path = _save(tmp_path, op, [helper.make_node(op, ["x"], ["y"], **attrs)], [_float("x", [4, 6])], [_float("y", None)], [])
+    compute = auditor.audit(path).compute
+    assert compute is not None and compute.macs == 0 and compute.flops == per_element * 24
+
+
+def test_layer_norm_and_pooling(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "g", "b"], ["n"], axis=-1),
+        helper.make_node("MaxPool", ["n"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    path = _save(tmp_path, "lnpool", nodes, [_float("x", [1, 2, 4, 4])], [_float("y", None)], [_weight("g", 4), _weight("b", 4)])
+    compute = auditor.audit(path).compute
+    # 5 per normalised element (32), then 2x2 windows over the 1x2x2x2 output
+    assert compute is not None and compute.flops == 5 * 32 + 4 * 8
+
+
+def test_attention_op_counts_both_products(tmp_path: Path) -> None:
+    # ONNX Attention (opset 23): Q [2, 4 heads, 8, 16], K and V over 10 positions
+    q, k, v = _float("q", [2, 4, 8, 16]), _float("k", [2, 4, 10, 16]), _float("v", [2, 4, 10, 16])
+    path = _save(tmp_path, "attn", [helper.make_node("Attention", ["q", "k", "v"], ["y"])], [q, k, v], [_float("y", None)],
+                 [], opset=23)  # fmt: skip
+    compute = auditor.audit(path).compute
+    products = 2 * 4 * 8 * 10 * 16  # Q K^T, then the weights times V: each this many MACs
+    assert compute is not None and compute.macs == 2 * products
+    assert compute.flops == 2 * compute.macs + 3 * (2 * 4 * 8 * 10)  # softmax over the scores
+
+
+def test_low_bit_matmul_counts_its_logical_weight(tmp_path: Path) -> None:
+    # MatMulNBits: A [1, 5, 64] times a 4-bit weight of K=64 x N=32 packed in uint8 blobs
+    blob = numpy_helper.from_array(np.zeros((32, 2, 16), dtype=np.uint8), "w")
+    scales = numpy_helper.from_array(np.ones((64,), dtype=np.float32), "scales")
+    node = helper.make_node("MatMulNBits", ["a", "w", "scales"], ["y"], domain="com.microsoft", K=64, N=32, bits=4, block_size=32)
+    graph = helper.make_graph([node], "nbits", [_float("a", [1, 5, 64])], [_float("y", None)], [blob, scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    path = tmp_path / "nbits.onnx"
+    onnx.save(model, path)
+    compute = auditor.audit(path).compute
+    assert compute is not None and compute.macs == 5 * 64 * 32
