@@ -23,17 +23,19 @@ from auditor.analyses.sharing import shared_tensors
 from auditor.analyses.transforms import dequantized_weights, transformed_edges
 from auditor.analyses.usage import applied_totals, count_applications, loops, reads_of
 from auditor.errors import AuditError
-from auditor.findings import evaluate
+from auditor.findings import Claim, claim_matches, evaluate
 from auditor.graph import ModelGraph, ShapeRequest
 from auditor.load.onnx_file import load_onnx
 from auditor.measure import InputSpec
 from auditor.progress import Progress
 from auditor.roles import Role
-from auditor.report.model import ModelSummary, Report
+from auditor.report.model import ClaimCheck, ModelSummary, Report
 
 
-def analyse(model: ModelGraph, near: float | None = None, progress: Progress | None = None) -> Report:
-    """Run every analysis on a loaded model."""
+def analyse(
+    model: ModelGraph, near: float | None = None, progress: Progress | None = None, claim: Claim | None = None
+) -> Report:
+    """Run every analysis on a loaded model (``claim``: a stated parameter count to check)."""
     tolerance = DEFAULT_TOLERANCE if near is None else near
     params = parameter_tensors(model)
     loop_table = loops(model)
@@ -109,13 +111,25 @@ def analyse(model: ModelGraph, near: float | None = None, progress: Progress | N
         functions=sum(1 for s in model.scopes.values() if s.kind == "function"),
     )
     loop_infos = tuple(loop_table.values())
+    shared = shared_tensors(model, params, applications, initial)
     return Report(
         model=summary,
         counts=counts,
-        shared=shared_tensors(model, params, applications, initial),
+        shared=shared,
         duplicates=duplicates,
         loops=loop_infos,
-        findings=evaluate(counts, duplicates, loop_infos, shareable, repeated, totals.branches, banks, unknown),
+        findings=evaluate(
+            counts, duplicates, loop_infos, shareable, repeated, totals.branches, banks, unknown,
+            subjects={
+                "unused": sorted(unused),
+                "embeddings": sorted(embedding_tables(applications)),
+                "shared": [s.tensor for s in shared],
+                "generated": [g.node for g in generated],
+                "initial": sorted(initial),
+            },
+            claim=claim,
+        ),  # fmt: skip
+        claim=None if claim is None else ClaimCheck(claim.text, claim.value, tuple(claim_matches(counts, claim))),
         shareable=shareable,
         repeated_blocks=repeated,
         branches=totals.branches,
@@ -147,12 +161,13 @@ def audit_with_graph(
     near: float | None = None,
     progress: Progress | None = None,
     shapes: ShapeRequest | None = None,
+    claim: Claim | None = None,
 ) -> tuple[Report, ModelGraph]:
     """Audit one ONNX file, costed at the input shapes ``shapes`` binds; also return the
     loaded graph (for GraphML export and measuring)."""
     with _no_cyclic_gc():
         model = load_onnx(path, shapes)
-        return analyse(model, near=near, progress=progress), model
+        return analyse(model, near=near, progress=progress, claim=claim), model
 
 
 def audit(
@@ -160,9 +175,10 @@ def audit(
     near: float | None = None,
     progress: Progress | None = None,
     shapes: ShapeRequest | None = None,
+    claim: Claim | None = None,
 ) -> Report:
     """Audit one ONNX file."""
-    return audit_with_graph(path, near=near, progress=progress, shapes=shapes)[0]
+    return audit_with_graph(path, near=near, progress=progress, shapes=shapes, claim=claim)[0]
 
 
 def run_inputs(model: ModelGraph) -> list[InputSpec]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from auditor._version import __version__
 from auditor.errors import AuditError
-from auditor.findings import SEVERITIES
+from auditor.findings import SEVERITIES, Claim, parse_claim
 from auditor.graph import ShapeRequest
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile-runs", metavar="N", type=int, default=10, help="timed runs after 2 warm-up runs (default 10)")
     parser.add_argument("--profile-timeout", metavar="SECONDS", type=float, default=300.0,
                         help="stop measuring after this long (default 300)")
+    parser.add_argument("--claim-params", metavar="COUNT", default=None,
+                        help="a stated parameter count (12M, 1.3B): say which count it matches (finding AUD114 when "
+                        "it is not the unique count)")
     parser.add_argument("--fail-on", choices=[*SEVERITIES, "never"], default="error",
                         help="exit 1 when a finding has this severity or worse (default: error)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -130,6 +133,15 @@ def _shape_request(args: argparse.Namespace) -> ShapeRequest:
     return ShapeRequest(dims=dims, input_shapes=shapes)
 
 
+def _claim(text: str | None) -> Claim | None:
+    if text is None:
+        return None
+    try:
+        return parse_claim(text)
+    except ValueError as exc:
+        raise AuditError("usage", f"--claim-params: {exc}") from None
+
+
 def run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.near is not None and not 0 < args.near <= 2:
@@ -139,12 +151,13 @@ def run(argv: Sequence[str] | None) -> int:
     if not 0 < args.profile_timeout <= 86_400:
         raise AuditError("usage", f"--profile-timeout must be in (0, 86400] seconds, got {args.profile_timeout:g}")
     request = _shape_request(args)
+    claim = _claim(args.claim_params)
     _check_outputs(args)
     from auditor.audit import audit_with_graph  # imported late: keeps `audit --help` fast
     from auditor.progress import progress_bar
 
     with progress_bar(enabled=not args.quiet) as progress:
-        report, model = audit_with_graph(args.model, near=args.near, progress=progress, shapes=request)
+        report, model = audit_with_graph(args.model, near=args.near, progress=progress, shapes=request, claim=claim)
     profile_error: AuditError | None = None
     if args.profile:
         report, profile_error = _profile(args, report, model)

@@ -16,7 +16,7 @@ import jinja2
 from auditor._version import __version__
 from auditor.analyses.compute import Compute
 from auditor.analyses.memory import Liveness, StaticMemory
-from auditor.findings import human, human_bytes
+from auditor.findings import RULES, human, human_bytes
 from auditor.graph import DimBinding, ShapeInfo
 from auditor.measure import Measurement
 from auditor.report.json_report import report_dict
@@ -444,6 +444,7 @@ def render_html(report: Report) -> str:
         data=report_dict(report),
         bars=_bars(report),
         cost=cost_view(report),
+        rules=[rule for rule in RULES if rule.scope == "model"],
         version=__version__,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )

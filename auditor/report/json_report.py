@@ -67,8 +67,11 @@ def report_dict(report: Report) -> dict[str, Any]:
         "compute": _compute(report),
         "memory": _memory(report),
         "latency_ms": _latency(report),
+        "claim": None if report.claim is None else
+        {"text": report.claim.text, "value": report.claim.value, "matches": list(report.claim.matches)},
         "findings": [
-            {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": _plain(f.evidence)}
+            {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": _plain(f.evidence),
+             "subjects": [{"kind": s.kind, "name": s.name} for s in f.subjects]}  # fmt: skip
             for f in report.findings
         ],
     }

@@ -35,6 +35,15 @@ class ModelSummary:
 
 
 @dataclass(frozen=True)
+class ClaimCheck:
+    """A stated parameter count and the counts it matches (stored, unique, applied, active)."""
+
+    text: str
+    value: float
+    matches: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Report:
     """One model's audit."""
 
@@ -53,3 +62,4 @@ class Report:
     compute: Compute | None = None
     memory: StaticMemory | None = None
     measured: Measurement | None = None  # with --profile: run on the target device
+    claim: ClaimCheck | None = None  # with --claim-params
