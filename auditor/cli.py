@@ -6,6 +6,7 @@ Exit codes: 0 audited; 1 audited and a finding at or above ``--fail-on``; 2 bad 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from auditor.findings import SEVERITIES, Claim, parse_claim
 from auditor.graph import ShapeRequest
 
 if TYPE_CHECKING:
+    from auditor.findings import Finding
     from auditor.graph import ModelGraph
     from auditor.report.model import Report
 
@@ -31,15 +33,28 @@ class _Parser(argparse.ArgumentParser):
         raise AuditError("usage", message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="audit",
-        description="Audit an ONNX model: honest parameter counts, sharing, copies, and what it costs to run.",
-    )
-    parser.add_argument("model", help="path to an .onnx file")
-    parser.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
-    parser.add_argument("--json", metavar="PATH", help="write the JSON report (schema_version 2)")
-    parser.add_argument("--graphml", metavar="PATH", help="write the graph of tensor reuse as GraphML")
+# Every output the CLI can write: option, label, module, function for one report, function for a
+# comparison (None: not for comparisons). A new output format is one entry here.
+OUTPUTS: tuple[tuple[str, str, str, str, str | None], ...] = (
+    ("json", "JSON", "auditor.report.json_report", "render_json", "render_comparison_json"),
+    ("html", "HTML", "auditor.report.html", "render_html", "render_comparison_html"),
+    ("markdown", "Markdown", "auditor.report.markdown", "render_markdown", "render_comparison_markdown"),
+    ("sarif", "SARIF", "auditor.report.sarif", "render_sarif", "render_comparison_sarif"),
+    ("graphml", "GraphML", "auditor.graph", "graphml_text", None),
+)
+_OUTPUT_HELP = {
+    "json": "write the JSON report (schema_version 2)",
+    "html": "write a self-contained HTML report",
+    "markdown": "write a Markdown summary (for a pull-request comment)",
+    "sarif": "write SARIF 2.1.0 (one rule per finding code) for code-scanning tools",
+    "graphml": "write the graph of tensor reuse as GraphML",
+}
+
+
+def _add_common(parser: argparse.ArgumentParser, comparison: bool) -> None:
+    for option, _, _, _, for_comparison in OUTPUTS:
+        if for_comparison is not None or not comparison:
+            parser.add_argument(f"--{option}", metavar="PATH", help=_OUTPUT_HELP[option])
     parser.add_argument("--near", metavar="TOL", type=float, default=None,
                         help="relative distance under which tensors count as near-duplicates (default 0.01)")
     parser.add_argument("--dim", metavar="NAME=VALUE", action="append", default=[],
@@ -54,25 +69,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile-runs", metavar="N", type=int, default=10, help="timed runs after 2 warm-up runs (default 10)")
     parser.add_argument("--profile-timeout", metavar="SECONDS", type=float, default=300.0,
                         help="stop measuring after this long (default 300)")
-    parser.add_argument("--claim-params", metavar="COUNT", default=None,
-                        help="a stated parameter count (12M, 1.3B): say which count it matches (finding AUD114 when "
-                        "it is not the unique count)")
     parser.add_argument("--fail-on", choices=[*SEVERITIES, "never"], default="error",
                         help="exit 1 when a finding has this severity or worse (default: error)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--quiet", "-q", action="store_true", help="no terminal summary, no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"auditor {__version__}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="audit",
+        description="Audit an ONNX model: honest parameter counts, sharing, copies, and what it costs to run. "
+        "'audit compare A B ...' puts models side by side.",
+    )
+    parser.add_argument("model", help="path to an .onnx file")
+    _add_common(parser, comparison=False)
+    parser.add_argument("--claim-params", metavar="COUNT", default=None,
+                        help="a stated parameter count (12M, 1.3B): say which count it matches (finding AUD114 when "
+                        "it is not the unique count)")
     return parser
 
 
-def _check_outputs(args: argparse.Namespace) -> list[Path]:
-    outputs = [Path(p) for p in (args.html, args.json, args.graphml) if p]
-    model = Path(args.model).resolve()
+def build_compare_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="audit compare",
+        description="Audit several models and put them side by side, the first as the baseline: every count, "
+        "MACs/FLOPs and memory with its ratio, and a finding where the parameter ratio misleads.",
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="two or more .onnx files; the first is the baseline")
+    _add_common(parser, comparison=True)
+    parser.add_argument("--ratio-factor", metavar="F", type=float, default=2.0,
+                        help="flag a parameter ratio that differs from the compute or memory ratio by more than "
+                        "this factor (default 2)")
+    return parser
+
+
+def _requested(args: argparse.Namespace) -> list[tuple[str, str, str, str, str | None, str]]:
+    """The outputs asked for: (option, label, module, function, comparison function, path)."""
+    return [(*entry, getattr(args, entry[0])) for entry in OUTPUTS if getattr(args, entry[0], None)]
+
+
+def _check_outputs(args: argparse.Namespace, models: Sequence[str]) -> list[Path]:
+    outputs = [Path(entry[-1]) for entry in _requested(args)]
+    inputs = {Path(m).resolve() for m in models}
     seen: set[Path] = set()
     for out in outputs:
         resolved = out.resolve()
-        if resolved == model:
+        if resolved in inputs:
             raise AuditError("output-is-input", f"refusing to write a report over the model itself: {out}")
         if resolved in seen:
             raise AuditError("usage", f"two reports would be written to the same file: {out}")
@@ -143,16 +187,14 @@ def _claim(text: str | None) -> Claim | None:
 
 
 def run(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        return run_compare(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.near is not None and not 0 < args.near <= 2:
-        raise AuditError("usage", f"--near must be a relative distance in (0, 2], got {args.near}")
-    if args.profile_runs < 1:
-        raise AuditError("usage", f"--profile-runs must be at least 1, got {args.profile_runs}")
-    if not 0 < args.profile_timeout <= 86_400:
-        raise AuditError("usage", f"--profile-timeout must be in (0, 86400] seconds, got {args.profile_timeout:g}")
+    _check_common(args)
     request = _shape_request(args)
     claim = _claim(args.claim_params)
-    _check_outputs(args)
+    _check_outputs(args, [args.model])
     from auditor.audit import audit_with_graph  # imported late: keeps `audit --help` fast
     from auditor.progress import progress_bar
 
@@ -160,41 +202,95 @@ def run(argv: Sequence[str] | None) -> int:
         report, model = audit_with_graph(args.model, near=args.near, progress=progress, shapes=request, claim=claim)
     profile_error: AuditError | None = None
     if args.profile:
-        report, profile_error = _profile(args, report, model)
-    weights = {t.external.path for t in model.tensors.values() if t.external is not None}
-    for out in (args.html, args.json, args.graphml):
-        if out and str(Path(out).resolve()) in weights:
-            raise AuditError("output-is-input", f"refusing to write a report over the model's external data: {out}")
-    if args.json:
-        from auditor.report.json_report import render_json
-
-        _write(args.json, render_json(report))
-    if args.html:
-        from auditor.report.html import render_html
-
-        _write(args.html, render_html(report))
-    if args.graphml:
-        from auditor.graph import graphml_lines
-
-        _write(args.graphml, "\n".join(graphml_lines(model)))
+        report, profile_error = _profile(args, args.model, report, model)
+    _refuse_external_data(args, [model])
+    for option, label, module, function, _, path in _requested(args):
+        render = getattr(importlib.import_module(module), function)
+        _write(path, render(model) if option == "graphml" else render(report))
     if not args.quiet:
         from auditor.report.terminal import render_terminal
 
         sys.stdout.write(render_terminal(report))
-        for label, path in (("HTML", args.html), ("JSON", args.json), ("GraphML", args.graphml)):
-            if path:
-                sys.stdout.write(f"{label} report: {Path(path).resolve()}\n")
+        _say_written(args)
     if profile_error is not None:  # the static figures are written; the measurement is not
         sys.stderr.write(f"audit: error: {profile_error}\n")
         return EXIT_BAD_INPUT
+    return _exit_code(args, report.findings)
+
+
+def run_compare(argv: Sequence[str]) -> int:
+    """``audit compare A B [C ...]``: the models side by side, the first as the baseline."""
+    args = build_compare_parser().parse_args(argv)
+    _check_common(args)
+    if len(args.models) < 2:
+        raise AuditError("usage", "audit compare needs at least two models")
+    if not args.ratio_factor > 1:
+        raise AuditError("usage", f"--ratio-factor must be above 1, got {args.ratio_factor:g}")
+    request = _shape_request(args)
+    _check_outputs(args, args.models)
+    from auditor.audit import audit_with_graph
+    from auditor.comparison import compare
+    from auditor.progress import progress_bar
+
+    reports, graphs, errors = [], [], []
+    for path in args.models:
+        if not args.quiet:
+            sys.stderr.write(f"auditing {path}...\n")
+        with progress_bar(enabled=not args.quiet) as progress:
+            report, model = audit_with_graph(path, near=args.near, progress=progress, shapes=request)
+        if args.profile:
+            report, error = _profile(args, path, report, model)
+            if error is not None:
+                errors.append(error)
+        reports.append(report)
+        graphs.append(model)
+    _refuse_external_data(args, graphs)
+    comparison = compare(reports, ratio_factor=args.ratio_factor)
+    for _, _, module, _, function, path in _requested(args):
+        if function is not None:
+            _write(path, getattr(importlib.import_module(module), function)(comparison))
+    if not args.quiet:
+        from auditor.report.terminal import render_comparison_terminal
+
+        sys.stdout.write(render_comparison_terminal(comparison))
+        _say_written(args)
+    for error in errors:
+        sys.stderr.write(f"audit: error: {error}\n")
+    if errors:
+        return EXIT_BAD_INPUT
+    return _exit_code(args, comparison.all_findings)
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    if args.near is not None and not 0 < args.near <= 2:
+        raise AuditError("usage", f"--near must be a relative distance in (0, 2], got {args.near}")
+    if args.profile_runs < 1:
+        raise AuditError("usage", f"--profile-runs must be at least 1, got {args.profile_runs}")
+    if not 0 < args.profile_timeout <= 86_400:
+        raise AuditError("usage", f"--profile-timeout must be in (0, 86400] seconds, got {args.profile_timeout:g}")
+
+
+def _refuse_external_data(args: argparse.Namespace, graphs: Sequence[ModelGraph]) -> None:
+    weights = {t.external.path for g in graphs for t in g.tensors.values() if t.external is not None}
+    for entry in _requested(args):
+        if str(Path(entry[-1]).resolve()) in weights:
+            raise AuditError("output-is-input", f"refusing to write a report over a model's external data: {entry[-1]}")
+
+
+def _say_written(args: argparse.Namespace) -> None:
+    for _, label, _, _, _, path in _requested(args):
+        sys.stdout.write(f"{label} report: {Path(path).resolve()}\n")
+
+
+def _exit_code(args: argparse.Namespace, findings: Sequence[Finding]) -> int:
     if args.fail_on != "never":
         threshold = SEVERITIES.index(args.fail_on)
-        if any(f.rank >= threshold for f in report.findings):
+        if any(f.rank >= threshold for f in findings):
             return EXIT_FINDINGS
     return EXIT_OK
 
 
-def _profile(args: argparse.Namespace, report: Report, model: ModelGraph) -> tuple[Report, AuditError | None]:
+def _profile(args: argparse.Namespace, path: str, report: Report, model: ModelGraph) -> tuple[Report, AuditError | None]:
     """The report with the measured figures, or unchanged with the error that stopped measuring."""
     import dataclasses
 
@@ -205,7 +301,7 @@ def _profile(args: argparse.Namespace, report: Report, model: ModelGraph) -> tup
         specs = run_inputs(model)
         if not args.quiet:
             sys.stderr.write(f"measuring on {args.profile}: 2 warm-up and {args.profile_runs} timed runs...\n")
-        measured = measure(args.model, specs, device=args.profile, runs=args.profile_runs, warmup=2,
+        measured = measure(path, specs, device=args.profile, runs=args.profile_runs, warmup=2,
                            timeout_s=args.profile_timeout)  # fmt: skip
     except AuditError as exc:
         return report, exc

@@ -350,6 +350,11 @@ def graphml_lines(model: ModelGraph) -> Iterator[str]:
     yield from nx.generate_graphml(graph)
 
 
+def graphml_text(model: ModelGraph) -> str:
+    """The graph of tensor reuse as one GraphML document."""
+    return "\n".join(graphml_lines(model))
+
+
 _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 

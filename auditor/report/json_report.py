@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from auditor.comparison import Comparison
+from auditor.findings import Finding
 from auditor.report.model import Report
 
 SCHEMA_VERSION = 2
@@ -69,11 +71,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "latency_ms": _latency(report),
         "claim": None if report.claim is None else
         {"text": report.claim.text, "value": report.claim.value, "matches": list(report.claim.matches)},
-        "findings": [
-            {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": _plain(f.evidence),
-             "subjects": [{"kind": s.kind, "name": s.name} for s in f.subjects]}  # fmt: skip
-            for f in report.findings
-        ],
+        "findings": [_finding(f) for f in report.findings],
     }
 
 
@@ -148,6 +146,38 @@ def _latency(report: Report) -> dict[str, float] | None:
     if measured is None:
         return None
     return {"median": measured.median_ms, "p90": measured.p90_ms, "spread": measured.spread_ms}
+
+
+def comparison_dict(comparison: Comparison) -> dict[str, Any]:
+    """The JSON document of a comparison: each model's report with its figures and ratios to the
+    baseline (the first), and the comparison's own findings."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "comparison",
+        "baseline": comparison.models[0].report.model.path,
+        "ratio_factor": comparison.ratio_factor,
+        "metrics": [{"key": m.key, "label": m.label, "unit": m.unit} for m in comparison.metrics],
+        "models": [
+            {
+                "path": column.report.model.path,
+                "values": dict(column.values),
+                "ratios": {k: (None if v is None else round(v, 6)) for k, v in column.ratios.items()},
+                "bytes_by_dtype": dict(column.dtype_bytes),
+                "report": report_dict(column.report),
+            }
+            for column in comparison.models
+        ],
+        "findings": [_finding(f) for f in comparison.findings],
+    }
+
+
+def render_comparison_json(comparison: Comparison) -> str:
+    return json.dumps(comparison_dict(comparison), indent=2, allow_nan=False) + "\n"
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    return {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": _plain(f.evidence),
+            "subjects": [{"kind": s.kind, "name": s.name} for s in f.subjects]}  # fmt: skip
 
 
 def render_json(report: Report) -> str:
