@@ -270,3 +270,42 @@ def test_low_bit_matmul_counts_its_logical_weight(tmp_path: Path) -> None:
     onnx.save(model, path)
     compute = auditor.audit(path).compute
     assert compute is not None and compute.macs == 5 * 64 * 32
+
+
+def test_gru_counts_three_gates(tmp_path: Path) -> None:
+    hidden, inputs, steps, batch = 5, 3, 4, 2
+    node = helper.make_node("GRU", ["x", "w", "r"], ["y"], hidden_size=hidden)
+    weights = [_weight("w", 1, 3 * hidden, inputs), _weight("r", 1, 3 * hidden, hidden)]
+    path = _save(tmp_path, "gru", [node], [_float("x", [steps, batch, inputs])], [_float("y", None)], weights)
+    compute = auditor.audit(path).compute
+    macs = steps * batch * 3 * hidden * (inputs + hidden)
+    assert compute is not None and compute.macs == macs
+    assert compute.flops == 2 * macs + steps * batch * hidden * 8  # no bias input: gate arithmetic only
+
+
+def test_scan_body_runs_once_per_scanned_element(tmp_path: Path) -> None:
+    # Scan over 7 rows of [7, 4]: the body multiplies each [1, 4] row by a 4x4 weight
+    body = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["row", "axes"], ["row2"]), helper.make_node("MatMul", ["row2", "w"], ["out"])],
+        "body", [_float("row", [4])], [_float("out", [1, 4])],
+        [numpy_helper.from_array(np.array([0], dtype=np.int64), "axes")],
+    )  # fmt: skip
+    node = helper.make_node("Scan", ["x"], ["y"], body=body, num_scan_inputs=1)
+    path = _save(tmp_path, "scan", [node], [_float("x", [7, 4])], [_float("y", None)], [_weight("w", 4, 4)])
+    compute = auditor.audit(path).compute
+    assert compute is not None and compute.macs == 7 * 16
+
+
+def test_a_function_called_twice_counts_twice(tmp_path: Path) -> None:
+    function = helper.make_function(
+        "local", "Proj", ["a", "b"], ["c"], [helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Add", ["r", "b"], ["c"])],
+        [helper.make_opsetid("", 18)],
+    )  # fmt: skip
+    nodes = [helper.make_node("Proj", ["x", "x"], ["y1"], domain="local"), helper.make_node("Proj", ["y1", "x"], ["y2"], domain="local")]
+    graph = helper.make_graph(nodes, "fn", [_float("x", [3, 5])], [_float("y2", None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)], functions=[function])
+    path = tmp_path / "fn.onnx"
+    onnx.save(model, path)
+    compute = auditor.audit(path).compute
+    # function bodies carry no inferred shapes: their ops are listed as unknown, never counted as zero silently
+    assert compute is not None and compute.unknown_shape_ops == {"Add": 1, "Relu": 1} and not compute.complete
