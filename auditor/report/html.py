@@ -10,18 +10,20 @@ import datetime as _dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import jinja2
 
 from auditor._version import __version__
 from auditor.analyses.compute import Compute
 from auditor.analyses.memory import Liveness, StaticMemory
-from auditor.findings import RULES, human, human_bytes
+from auditor.comparison import METRICS, Comparison, ModelColumn
+from auditor.findings import RULE_BY_CODE, RULES, Finding, human, human_bytes
 from auditor.graph import DimBinding, ShapeInfo
 from auditor.measure import Measurement
 from auditor.report.json_report import report_dict
 from auditor.report.model import Report
-from auditor.report.terminal import human_units, ratio_text, shapes_caption
+from auditor.report.terminal import human_units, metric_text, model_names, ratio_label, ratio_text, shapes_caption
 
 # Meaning of each count, shown beside it (the README's 'What counts' says the same).
 COUNT_MEANINGS = {
@@ -429,8 +431,207 @@ def cost_view(report: Report) -> CostView:
     )
 
 
-def render_html(report: Report) -> str:
-    """The report as one HTML document."""
+# ---- findings, summary cards and tensor tables: what a reviewer acts on -----------------------------
+
+SUBJECTS_SHOWN = 6  # a finding names this many subjects; the rest are counted
+READERS_SHOWN = 8  # readers of a shared tensor listed; the rest are counted
+EVIDENCE_ITEMS = 4  # items of a list shown in one evidence value (all of them in title=)
+SHORT_NAME = 40  # tensor, node and model names longer than this are cut in the middle
+
+
+@dataclass(frozen=True)
+class Named:
+    """A name as shown (cut in the middle when long) and whole (for title=)."""
+
+    text: str
+    full: str
+
+
+def _named(name: str, limit: int = SHORT_NAME) -> Named:
+    return Named(_short(name, limit), name)
+
+
+@dataclass(frozen=True)
+class EvidenceItem:
+    key: str  # as in the JSON report
+    label: str
+    text: str  # in human units
+    exact: str
+
+
+@dataclass(frozen=True)
+class FindingView:
+    code: str
+    slug: str
+    severity: str
+    message: str
+    evidence: tuple[EvidenceItem, ...]
+    subjects: tuple[tuple[str, Named], ...]  # (kind, name)
+    more_subjects: int
+    explanation: str
+    action: str
+
+
+def _evidence_value(key: str, value: Any) -> tuple[str, str]:
+    """(shown, exact) for one evidence value, in the unit its key names (``*_ratio``; a ``share``,
+    ``bytes`` or ``params`` word); a list or mapping item by item."""
+    if value is None:
+        return "unknown", "unknown"
+    if isinstance(value, bool):
+        return ("yes", "yes") if value else ("no", "no")
+    if isinstance(value, (int, float)):
+        words = key.split("_")
+        if words[-1] == "ratio" or key == "factor":
+            return f"{value:.3g}x", f"{value:g}"
+        if "share" in words:
+            return f"{value:.0%}", f"{value:g}"
+        if "bytes" in words:
+            return human_bytes(value), f"{value:,} bytes"
+        if "params" in words or key == "claim":
+            return human(value), f"{value:,}"
+        if isinstance(value, float):
+            return f"{value:.3g}", f"{value:g}"
+        return f"{value:,}", f"{value:,}"
+    if isinstance(value, str):
+        return _short(value, SHORT_NAME), value
+    if isinstance(value, Mapping):
+        parts = [(f"{k} {shown}", f"{k} {exact}") for k, v in value.items() for shown, exact in [_evidence_value(key, v)]]
+    elif isinstance(value, (list, tuple)):
+        parts = [_evidence_value(key, v) for v in value]
+    else:
+        return str(value), str(value)
+    if not parts:
+        return "none", "none"
+    shown = ", ".join(p[0] for p in parts[:EVIDENCE_ITEMS])
+    if len(parts) > EVIDENCE_ITEMS:
+        shown += f" and {len(parts) - EVIDENCE_ITEMS} more"
+    return shown, ", ".join(p[1] for p in parts)
+
+
+def finding_view(f: Finding) -> FindingView:
+    """A finding as the page shows it: message, evidence in human units, subjects, the rule's advice."""
+    rule = RULE_BY_CODE[f.code]
+    return FindingView(
+        code=f.code,
+        slug=f.slug,
+        severity=f.severity,
+        message=f.message,
+        evidence=tuple(EvidenceItem(k, k.replace("_", " "), *_evidence_value(k, v)) for k, v in f.evidence.items()),
+        subjects=tuple((s.kind, _named(s.name)) for s in f.subjects[:SUBJECTS_SHOWN]),
+        more_subjects=max(len(f.subjects) - SUBJECTS_SHOWN, 0),
+        explanation=rule.explanation,
+        action=rule.action,
+    )
+
+
+@dataclass(frozen=True)
+class Card:
+    """One headline figure at the top of the report."""
+
+    key: str
+    label: str
+    value: Amount
+    note: str
+
+
+def _params(n: int) -> Amount:
+    return Amount(human(n), f"{n:,} parameters")
+
+
+def summary_cards(report: Report) -> tuple[Card, ...]:
+    """The figures a reviewer looks at first: counts, compute, memory, the measurement if any."""
+    c = report.counts
+    cards = [
+        Card("stored", "Stored params", _params(c.stored_params), f"{human_bytes(c.stored_bytes)} in the file"),
+        Card("unique", "Unique params", _params(c.unique_params),
+             human_bytes(c.unique_bytes) + (f"; {human(c.wasted_params)} stored twice" if c.wasted_params else "")),
+    ]  # fmt: skip
+    if c.applied_params is not None:
+        per_unique = c.applied_per_unique
+        note = "per forward pass" + (f", {per_unique:.3g}x the unique" if per_unique is not None and per_unique != 1 else "")
+        cards.append(Card("applied", "Applied params", _params(c.applied_params), note))
+    else:
+        lower = c.applied_params_lower_bound
+        cards.append(Card("applied", "Applied params", Amount(f"≥ {human(lower)}", f"≥ {lower:,} parameters"),
+                          "a loop's trip count is unknown"))  # fmt: skip
+    if report.experts:
+        cards.append(Card("active", "Active params", _params(c.active_params), "per token (k of n experts)"))
+    if report.compute is not None:
+        flops = human_units(report.compute.flops, "FLOPs")
+        cards.append(Card("macs", "MACs", _amount(report.compute.macs, "MACs"), f"{flops} at {shapes_caption(report.shapes)}"))
+    else:
+        cards.append(Card("macs", "MACs", Amount("not costed", "no compute figures"), "input shapes not bound"))
+    if report.memory is not None:
+        memory = report.memory
+        cards.append(Card("memory", "Weights + activations", _bytes(memory.plain_peak_bytes),
+                          f"static peak; activations {human_bytes(memory.activations.peak_bytes)}"))
+        cards.append(Card("runtime", "onnxruntime CPU", _bytes(memory.runtime.peak_bytes),
+                          f"static estimate, set by {memory.runtime.dominant}"))  # fmt: skip
+    if report.measured is not None:
+        m = report.measured
+        cards.append(Card("measured", "Measured peak", _bytes(m.peak_bytes), f"{m.device}; latency median {m.median_ms:.3g} ms"))
+    return tuple(cards)
+
+
+@dataclass(frozen=True)
+class Reader:
+    op_type: str
+    node: Named
+
+
+@dataclass(frozen=True)
+class SharedRow:
+    tensor: Named
+    params: str
+    uses: int
+    applications: str
+    readers: tuple[Reader, ...]
+    more_readers: int
+
+
+def _reader(consumer: str) -> Reader:
+    """'MatMul layer0/matmul' (how the sharing analysis names an applying node) -> its op type and node."""
+    op_type, _, node = consumer.partition(" ")
+    return Reader(op_type, _named(node)) if node else Reader("", _named(op_type))
+
+
+def shared_rows(report: Report) -> tuple[SharedRow, ...]:
+    return tuple(
+        SharedRow(
+            tensor=_named(s.tensor),
+            params=f"{s.numel:,}",
+            uses=s.uses,
+            applications=f"{s.applications:g}" if s.applications is not None else "unknown",
+            readers=tuple(_reader(c) for c in s.consumers[:READERS_SHOWN]),
+            more_readers=max(len(s.consumers) - READERS_SHOWN, 0),
+        )
+        for s in report.shared
+    )
+
+
+@dataclass(frozen=True)
+class CopyRow:
+    kept: Named
+    copies: tuple[Named, ...]
+    relation: str
+    wasted_params: str
+    wasted_bytes: Amount
+
+
+def copy_rows(report: Report) -> tuple[CopyRow, ...]:
+    return tuple(
+        CopyRow(
+            kept=_named(g.tensors[0]),
+            copies=tuple(_named(t) for t in g.tensors[1:]),
+            relation=g.relation + (f" (×{g.scale:.6g})" if g.scale is not None else ""),
+            wasted_params=f"{g.wasted_params:,}",
+            wasted_bytes=_bytes(g.wasted_bytes),
+        )
+        for g in report.duplicates
+    )
+
+
+def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
@@ -438,13 +639,291 @@ def render_html(report: Report) -> str:
     )
     env.filters["human"] = human
     env.filters["human_bytes"] = human_bytes
-    template = env.get_template("report.html.j2")
+    return env
+
+
+def _generated() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def render_html(report: Report) -> str:
+    """The report as one HTML document."""
+    template = _environment().get_template("report.html.j2")
     return template.render(
         report=report,
         data=report_dict(report),
         bars=_bars(report),
         cost=cost_view(report),
+        findings=[finding_view(f) for f in report.findings],
+        cards=summary_cards(report),
+        shared=shared_rows(report),
+        copies=copy_rows(report),
         rules=[rule for rule in RULES if rule.scope == "model"],
         version=__version__,
-        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        generated=_generated(),
+    )
+
+
+# ---- a comparison of several models --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelHead:
+    anchor: str  # id of the model's section on the page
+    name: str
+    path: str
+    baseline: bool
+    producer: str
+    nodes: int
+    link: str | None  # the model's own report, when the caller wrote one
+
+
+@dataclass(frozen=True)
+class RatioCell:
+    text: str  # the value in human units
+    ratio: str | None  # "0.167x"; None in the baseline's column
+    title: str  # the exact value (and ratio)
+    flagged: bool  # a ratio an AUD115 finding names for this model
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    key: str
+    label: str
+    cells: tuple[RatioCell, ...]
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    key: str
+    label: str
+    kind: str  # params | compute | memory (the bar's colour)
+    y: float
+    length: float  # viewBox units; 0 when the ratio is unknown
+    ratio: str
+    title: str
+    flagged: bool
+
+
+@dataclass(frozen=True)
+class RatioChart:
+    """One model's ratios to the baseline as horizontal bars (viewBox coordinates); every chart of a
+    comparison shares one scale, so the charts read side by side."""
+
+    model: ModelHead
+    width: int
+    height: int
+    left: int
+    row: int
+    one_x: float  # where the baseline's 1x falls
+    axis_y: int
+    bars: tuple[ChartBar, ...]
+
+
+@dataclass(frozen=True)
+class CardFigure:
+    key: str
+    label: str
+    value: Amount
+    ratio: str | None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model: ModelHead
+    figures: tuple[CardFigure, ...]
+    findings: int
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    anchor: str
+    title: str
+    model: ModelHead | None  # None: the comparison's own findings
+    findings: tuple[FindingView, ...]
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    model: ModelHead
+    figures: tuple[tuple[str, Amount], ...]
+    shared: int
+    copies: int
+    findings: tuple[tuple[str, str, str], ...]  # (code, slug, severity)
+    group: str  # anchor of its findings on the page
+
+
+@dataclass(frozen=True)
+class CompareView:
+    models: tuple[ModelHead, ...]
+    groups: tuple[FindingGroup, ...]
+    cards: tuple[ModelCard, ...]
+    rows: tuple[RatioRow, ...]
+    charts: tuple[RatioChart, ...]
+    log_scale: bool
+    sections: tuple[ModelSection, ...]
+    ratio_factor: str
+    finding_count: int
+
+
+# The ratios charted side by side: parameters beside compute and memory.
+CHART_METRICS = (
+    ("unique_params", "unique params", "params"),
+    ("applied_params", "applied params", "params"),
+    ("macs", "MACs", "compute"),
+    ("static_plain_peak_bytes", "memory", "memory"),
+    ("measured_peak_bytes", "measured peak", "memory"),
+    ("latency_median_ms", "latency", "compute"),
+)
+# The figures of a model's card (ratios beside them).
+CARD_METRICS = (("unique_params", "unique params"), ("applied_params", "applied params"), ("macs", "MACs"),
+                ("static_plain_peak_bytes", "weights + activations"), ("measured_peak_bytes", "measured peak"))  # fmt: skip
+# The figures of a model's section.
+SECTION_METRICS = ("stored_params", "unique_params", "applied_params", "active_params", "embedding_params", "macs",
+                   "flops", "static_plain_peak_bytes", "static_peak_bytes", "measured_peak_bytes", "latency_median_ms")  # fmt: skip
+
+
+def _metric_amount(value: float | None, unit: str) -> Amount:
+    if value is None:
+        return Amount("-", "unknown")
+    exact = {"params": "parameters", "bytes": "bytes", "macs": "MACs", "flops": "FLOPs"}.get(unit)
+    return Amount(metric_text(value, unit), f"{round(value):,} {exact}" if exact else f"{value:.6g} {unit}")
+
+
+def _flagged(comparison: Comparison, column: ModelColumn) -> frozenset[str]:
+    """The metric keys an AUD115 finding names for this model: its parameter ratio and the ratios that contradict it."""
+    keys: set[str] = set()
+    for f in comparison.findings:
+        if f.code == "AUD115" and f.evidence.get("model") == column.report.model.path:
+            keys.add("unique_params")
+            keys.update(k.removesuffix("_ratio") for k in f.evidence if k.endswith("_ratio") and k != "param_ratio")
+    return frozenset(keys)
+
+
+LOG_SCALE_ABOVE = 10.0  # when the ratios charted span more than this, bars follow a log scale
+
+
+@dataclass(frozen=True)
+class RatioScale:
+    """Ratio -> bar length, one for all charts of a comparison: linear from 0 to the largest ratio, or,
+    when the ratios span more than LOG_SCALE_ABOVE, logarithmic from half the smallest to the largest."""
+
+    low: float
+    high: float
+    log: bool
+
+    def at(self, ratio: float, plot: float) -> float:
+        if not self.log:
+            return plot * ratio / self.high
+        span = math.log(self.high / self.low)
+        return plot * max(math.log(max(ratio, self.low) / self.low), 0.0) / span
+
+
+def _ratio_scale(ratios: Sequence[float]) -> RatioScale:
+    positive = [r for r in ratios if r > 0]
+    high, low = max([1.0, *positive]), min([1.0, *positive])
+    if high / low > LOG_SCALE_ABOVE:
+        return RatioScale(low / 2, high, True)
+    return RatioScale(0.0, high, False)
+
+
+def _ratio_chart(head: ModelHead, column: ModelColumn, metrics: Sequence[tuple[str, str, str]], scale: RatioScale,
+                 flagged: frozenset[str]) -> RatioChart:  # fmt: skip
+    """Bars of the ratios to the baseline: a viewBox 400 wide keeps 14-unit text about 12 px tall at 360 px."""
+    width, left, plot, row = 400, 118, 200, 30
+    units = {m.key: m.unit for m in METRICS}
+    bars = []
+    for i, (key, label, kind) in enumerate(metrics):
+        ratio, value = column.ratios.get(key), column.values.get(key)
+        title = f"{label}: {_metric_amount(value, units[key]).exact}" + (f", {ratio:.6g}x the baseline" if ratio is not None else "")
+        bars.append(ChartBar(key, label, kind, i * row, scale.at(ratio, plot) if ratio is not None else 0.0,
+                             ratio_label(ratio), title, key in flagged))  # fmt: skip
+    axis_y = len(metrics) * row
+    return RatioChart(head, width, axis_y + 24, left, row, left + scale.at(1.0, plot), axis_y, tuple(bars))
+
+
+def compare_view(comparison: Comparison, links: Sequence[str | None] | None = None) -> CompareView:
+    """The comparison page's view model: every figure formatted, the ratios as the comparison has them."""
+    names = model_names(comparison)
+    heads = tuple(
+        ModelHead(f"model-{i + 1}", name, c.report.model.path, i == 0, c.report.model.producer or "unknown producer",
+                  c.report.model.nodes, links[i] if links is not None and i < len(links) else None)  # fmt: skip
+        for i, (name, c) in enumerate(zip(names, comparison.models))
+    )
+    metrics = comparison.metrics
+    units = {m.key: m.unit for m in metrics}
+    flagged = [_flagged(comparison, c) for c in comparison.models]
+    rows = []
+    for m in metrics:
+        cells = []
+        for i, c in enumerate(comparison.models):
+            value, ratio = c.values.get(m.key), c.ratios.get(m.key)
+            amount = _metric_amount(value, m.unit)
+            if i == 0 or value is None:
+                cells.append(RatioCell(amount.text, None, amount.exact + (" (baseline)" if i == 0 else ""), False))
+            else:
+                title = amount.exact + (f" = {ratio:.6g}x the baseline" if ratio is not None else " (no ratio: the baseline has none)")
+                cells.append(RatioCell(amount.text, ratio_label(ratio), title, m.key in flagged[i]))
+        rows.append(RatioRow(m.key, m.label, tuple(cells)))
+    charted = [item for item in CHART_METRICS if item[0] in units]
+    known = [c.ratios.get(key) for c in comparison.models for key, _, _ in charted]
+    scale = _ratio_scale([r for r in known if r is not None])
+    charts = tuple(_ratio_chart(h, c, charted, scale, f) for h, c, f in zip(heads, comparison.models, flagged))
+    cards = tuple(
+        ModelCard(
+            h,
+            tuple(
+                CardFigure(key, label, _metric_amount(c.values.get(key), units[key]),
+                           None if i == 0 else ratio_label(c.ratios.get(key)))  # fmt: skip
+                for key, label in CARD_METRICS
+                if key in units and c.values.get(key) is not None
+            ),
+            len(c.report.findings),
+        )
+        for i, (h, c) in enumerate(zip(heads, comparison.models))
+    )
+    groups = [FindingGroup("findings-comparison", "Comparison", None, tuple(finding_view(f) for f in comparison.findings))]
+    groups += [
+        FindingGroup(f"findings-{h.anchor}", h.name, h, tuple(finding_view(f) for f in c.report.findings))
+        for h, c in zip(heads, comparison.models)
+    ]
+    sections = tuple(
+        ModelSection(
+            h,
+            tuple((m.label, _metric_amount(c.values.get(m.key), m.unit)) for m in metrics if m.key in SECTION_METRICS),
+            len(c.report.shared),
+            len(c.report.duplicates),
+            tuple((f.code, f.slug, f.severity) for f in c.report.findings),
+            f"findings-{h.anchor}",
+        )
+        for h, c in zip(heads, comparison.models)
+    )
+    return CompareView(heads, tuple(groups), cards, tuple(rows), charts, scale.log, sections, f"{comparison.ratio_factor:g}",
+                       len(comparison.all_findings))  # fmt: skip
+
+
+def _comparison_data(comparison: Comparison) -> dict[str, Any]:
+    """The figures embedded in the page as JSON, for scripts that read the file."""
+    return {
+        "ratio_factor": comparison.ratio_factor,
+        "models": [{"path": c.report.model.path, "values": dict(c.values), "ratios": dict(c.ratios)} for c in comparison.models],
+        "findings": [
+            {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": dict(f.evidence),
+             "subjects": [{"kind": s.kind, "name": s.name} for s in f.subjects]}  # fmt: skip
+            for f in comparison.findings
+        ],
+    }
+
+
+def render_comparison_html(comparison: Comparison, links: Sequence[str | None] | None = None) -> str:
+    """The comparison as one HTML document; ``links`` (one per model, optional) point at each model's own report."""
+    codes = {f.code for f in comparison.all_findings}
+    rules = [rule for rule in RULES if rule.code in codes or rule.scope == "comparison"]
+    template = _environment().get_template("compare.html.j2")
+    return template.render(
+        view=compare_view(comparison, links),
+        data=_comparison_data(comparison),
+        rules=rules,
+        version=__version__,
+        generated=_generated(),
     )

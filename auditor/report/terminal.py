@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Mapping
 
+from auditor.comparison import Comparison
 from auditor.findings import human, human_bytes
 from auditor.graph import ShapeInfo
 from auditor.report.model import Report
@@ -133,4 +135,63 @@ def render_terminal(report: Report) -> str:
         lines.append(f"  [{finding.severity}] {finding.code} {finding.slug}: {finding.message}")
     if not report.findings:
         lines.append("  no findings")
+    return "\n".join(lines) + "\n"
+
+
+# ---- a comparison of several models ------------------------------------------------------------
+
+
+def metric_text(value: float | None, unit: str) -> str:
+    """A comparison figure in human units: 'params' 4096 -> '4.1k', 'bytes' -> '16 KiB', 'macs' -> '393 kMACs'."""
+    if value is None:
+        return "-"
+    if unit == "params":
+        return human(value)
+    if unit == "bytes":
+        return human_bytes(value)
+    if unit == "ms":
+        return f"{value:.3g} ms"
+    return human_units(value, {"macs": "MACs", "flops": "FLOPs"}.get(unit, unit))
+
+
+def ratio_label(ratio: float | None) -> str:
+    """A ratio to the baseline, three significant digits: 0.1667 -> '0.167x' ('n/a' when unknown)."""
+    return "n/a" if ratio is None else f"{ratio:.3g}x"
+
+
+def model_names(comparison: Comparison) -> tuple[str, ...]:
+    """A short name per model: the file name, or the whole path where two file names are the same."""
+    paths = [column.report.model.path for column in comparison.models]
+    names = [PurePath(p).name or p for p in paths]
+    names = [n if names.count(n) == 1 else p for n, p in zip(names, paths)]
+    return tuple(n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names))
+
+
+def render_comparison_terminal(comparison: Comparison) -> str:
+    """The models side by side, the first as the baseline (ratios to it in parentheses), then the
+    comparison's findings and how many findings each model has."""
+    names = model_names(comparison)
+    header = ["metric", *names]
+    rows = [header]
+    for metric in comparison.metrics:
+        row = [metric.label]
+        for i, column in enumerate(comparison.models):
+            text = metric_text(column.values.get(metric.key), metric.unit)
+            if i and column.values.get(metric.key) is not None:
+                text += f" ({ratio_label(column.ratios.get(metric.key))})"
+            row.append(text)
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [f"Comparison of {len(names)} models; baseline {names[0]}, ratios to it in parentheses"]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append(("  " + "   ".join(cells)).rstrip())
+    for finding in comparison.findings:
+        lines.append(f"  [{finding.severity}] {finding.code} {finding.slug}: {finding.message}")
+    if not comparison.findings:
+        lines.append(f"  no comparison findings (parameter ratios agree with compute and memory within {comparison.ratio_factor:g}x)")
+    for name, column in zip(names, comparison.models):
+        found = column.report.findings
+        codes = ", ".join(sorted({f.code for f in found}))
+        lines.append(f"  {name}: {_plural(len(found), 'finding')}" + (f" ({codes})" if codes else ""))
     return "\n".join(lines) + "\n"
