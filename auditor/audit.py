@@ -29,7 +29,7 @@ from auditor.load.onnx_file import load_onnx
 from auditor.measure import InputSpec
 from auditor.progress import Progress
 from auditor.roles import Role
-from auditor.report.model import ClaimCheck, ModelSummary, Report
+from auditor.report.model import ClaimCheck, ModelSummary, Report, TensorFacts
 
 
 def analyse(
@@ -112,23 +112,27 @@ def analyse(
     )
     loop_infos = tuple(loop_table.values())
     shared = shared_tensors(model, params, applications, initial)
+    findings = evaluate(
+        counts, duplicates, loop_infos, shareable, repeated, totals.branches, banks, unknown,
+        subjects={
+            "unused": sorted(unused),
+            "embeddings": sorted(embedding_tables(applications)),
+            "shared": [s.tensor for s in shared],
+            "generated": [g.node for g in generated],
+            "initial": sorted(initial),
+        },
+        claim=claim,
+    )  # fmt: skip
+    named = {s.tensor for s in shared} | {t for g in duplicates for t in g.tensors}
+    named |= {t for g in shareable for t in g.tensors} | {s.name for f in findings for s in f.subjects if s.kind == "tensor"}
     return Report(
         model=summary,
         counts=counts,
         shared=shared,
         duplicates=duplicates,
         loops=loop_infos,
-        findings=evaluate(
-            counts, duplicates, loop_infos, shareable, repeated, totals.branches, banks, unknown,
-            subjects={
-                "unused": sorted(unused),
-                "embeddings": sorted(embedding_tables(applications)),
-                "shared": [s.tensor for s in shared],
-                "generated": [g.node for g in generated],
-                "initial": sorted(initial),
-            },
-            claim=claim,
-        ),  # fmt: skip
+        findings=findings,
+        tensors={tid: tensor_facts(model, tid) for tid in sorted(named) if tid in model.tensors},
         claim=None if claim is None else ClaimCheck(claim.text, claim.value, tuple(claim_matches(counts, claim))),
         shareable=shareable,
         repeated_blocks=repeated,
@@ -179,6 +183,20 @@ def audit(
 ) -> Report:
     """Audit one ONNX file."""
     return audit_with_graph(path, near=near, progress=progress, shapes=shapes, claim=claim)[0]
+
+
+def tensor_facts(model: ModelGraph, tensor_id: str) -> TensorFacts:
+    """Shape, element type and readers of a stored tensor, for the report's tables."""
+    tensor = model.tensors[tensor_id]
+    readers = []
+    for use in model.terminal_uses(tensor_id):
+        node = model.nodes[use.node]
+        label = f"{node.op_type} {node.id}"
+        if label not in readers:
+            readers.append(label)
+        if len(readers) == 8:
+            break
+    return TensorFacts(tensor.name, tensor.shape, tensor.dtype, tuple(readers))
 
 
 def run_inputs(model: ModelGraph) -> list[InputSpec]:

@@ -94,3 +94,18 @@ def test_claim_from_the_command_line(tmp_path: Path) -> None:
     assert document["claim"]["matches"][0] == "stored"
     done = subprocess.run([*AUDIT, str(path), "--claim-params", "lots", "-q"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--claim-params" in done.stderr
+
+
+def test_named_tensors_carry_shape_dtype_and_readers(tmp_path: Path) -> None:
+    from auditor.report.html import render_html
+    from auditor.report.json_report import report_dict
+
+    report = auditor.audit(_tied(tmp_path))
+    (group,) = report.duplicates
+    assert set(group.tensors) == {"emb", "head"}
+    emb, head = report.tensors["emb"], report.tensors["head"]
+    assert emb.shape == head.shape == (10, 8) and emb.dtype == "float32"
+    assert emb.readers == ("Gather Gather_0",) and head.readers == ("MatMul MatMul_1",)  # read through the Transpose
+    html = render_html(report)
+    assert "10×8 float32 · read by MatMul MatMul_1" in html
+    assert report_dict(report)["tensors"]["head"]["readers"] == ["MatMul MatMul_1"]

@@ -445,10 +445,23 @@ class Named:
 
     text: str
     full: str
+    detail: str = ""  # for a tensor: shape, element type, the nodes that read it
 
 
 def _named(name: str, limit: int = SHORT_NAME) -> Named:
     return Named(_short(name, limit), name)
+
+
+def _tensor(report: Report, tensor_id: str) -> Named:
+    """A tensor's name with its shape, element type and readers, so a reviewer can tell which weight it is."""
+    facts = report.tensors.get(tensor_id)
+    if facts is None:
+        return _named(tensor_id)
+    shape = "×".join(map(str, facts.shape)) or "scalar"
+    readers = ", ".join(_short(r, SHORT_NAME) for r in facts.readers[:2])
+    more = f" +{len(facts.readers) - 2}" if len(facts.readers) > 2 else ""
+    detail = f"{shape} {facts.dtype}" + (f" · read by {readers}{more}" if readers else " · read by no node")
+    return Named(_short(tensor_id, SHORT_NAME), tensor_id, detail)
 
 
 @dataclass(frozen=True)
@@ -598,7 +611,7 @@ def _reader(consumer: str) -> Reader:
 def shared_rows(report: Report) -> tuple[SharedRow, ...]:
     return tuple(
         SharedRow(
-            tensor=_named(s.tensor),
+            tensor=_tensor(report, s.tensor),
             params=f"{s.numel:,}",
             uses=s.uses,
             applications=f"{s.applications:g}" if s.applications is not None else "unknown",
@@ -621,8 +634,8 @@ class CopyRow:
 def copy_rows(report: Report) -> tuple[CopyRow, ...]:
     return tuple(
         CopyRow(
-            kept=_named(g.tensors[0]),
-            copies=tuple(_named(t) for t in g.tensors[1:]),
+            kept=_tensor(report, g.tensors[0]),
+            copies=tuple(_tensor(report, t) for t in g.tensors[1:]),
             relation=g.relation + (f" (×{g.scale:.6g})" if g.scale is not None else ""),
             wasted_params=f"{g.wasted_params:,}",
             wasted_bytes=_bytes(g.wasted_bytes),

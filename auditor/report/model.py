@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from auditor.analyses.blocks import RepeatedBlocks
@@ -35,6 +35,17 @@ class ModelSummary:
 
 
 @dataclass(frozen=True)
+class TensorFacts:
+    """What a reviewer needs to recognise a tensor the report names: its shape, element type and
+    the nodes that read it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    readers: tuple[str, ...]  # "op_type node" of each node reading it (through views), at most 8
+
+
+@dataclass(frozen=True)
 class ClaimCheck:
     """A stated parameter count and the counts it matches (stored, unique, applied, active)."""
 
@@ -63,3 +74,4 @@ class Report:
     memory: StaticMemory | None = None
     measured: Measurement | None = None  # with --profile: run on the target device
     claim: ClaimCheck | None = None  # with --claim-params
+    tensors: Mapping[str, TensorFacts] = field(default_factory=dict)  # every tensor the report names
