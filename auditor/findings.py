@@ -81,7 +81,7 @@ RULES: tuple[Rule, ...] = (
          "compression: unless the distance is tiny, the model needs retraining and may lose quality.",
          "Try sharing them and measure quality; do not count the savings before that."),
     Rule("AUD108", "repeated-blocks", "info",
-         "repeated blocks have their own weights and sharing looks plausible",
+         "repeated blocks (>= 10% of unique params) whose weights are already close",
          "Structurally identical blocks (e.g. the layers of a transformer) with their own weights. Sharing one set "
          "of weights across them (ALBERT-style) would save the parameters shown, at the price of retraining; the "
          "distances say how far apart the blocks' weights are today.",
@@ -298,21 +298,34 @@ def evaluate(
             )
         )
     if repeated:
-        top_family = repeated[0]
-        found.append(
-            finding(
-                "AUD108",
-                f"{len(top_family.blocks)} structurally identical blocks of {human(top_family.params_per_block)} "
-                f"parameters each have their own weights; one shared set (ALBERT-style) would save "
-                f"{human(top_family.saved_params_if_shared)} parameters"
-                + (f", but their weights are {top_family.mean_distance:.0%} apart on average"
-                   if top_family.mean_distance is not None else "")
-                + ": sharing would mean retraining and likely quality loss.",
-                {"families": len(repeated), "blocks": len(top_family.blocks),
-                 "saved_params_if_shared": top_family.saved_params_if_shared, "mean_distance": top_family.mean_distance},
-                tensors([block[0] for block in top_family.blocks]),
+        # A finding only where sharing looks plausible: the blocks' weights are already close.
+        # Families of unrelated weights, or of weights whose distance cannot be measured (not
+        # float), stay in the report's repeated-blocks section as structure, not waste.
+        candidates = [r for r in repeated if r.sharing_plausible is True]
+        if candidates:
+            top_family = max(candidates, key=lambda r: r.saved_params_if_shared)
+            unique = counts.unique_params
+            saved = min(top_family.saved_params_if_shared, unique)
+            share = saved / unique if unique else 0.0
+            names = top_family.block_names
+            where = f" ({names[0]} to {names[-1]})" if names else ""
+            state = (f"those weights are already {top_family.distance_words} (relative distance "
+                     f"{top_family.block_distance:.2g} between adjacent blocks, where unrelated random weights "
+                     "sit near 1.4)")  # fmt: skip
+            caveat = "Sharing still means fine-tuning; check quality."
+            found.append(
+                finding(
+                    "AUD108",
+                    f"{len(top_family.blocks)} repeated blocks{where} of {human(top_family.params_per_block)} "
+                    f"parameters each have their own weights; {state}: one shared set (ALBERT-style) would save "
+                    f"{human(saved)} parameters, {share:.0%} of the {human(unique)} unique. {caveat}",
+                    {"families": len(candidates), "blocks": len(top_family.blocks),
+                     "saved_params_if_shared": saved, "saved_share_of_unique": round(share, 4),
+                     "unique_params": unique, "block_distance": top_family.block_distance,
+                     "mean_distance": top_family.mean_distance, "distance_words": top_family.distance_words},
+                    tensors([block[0] for block in top_family.blocks]),
+                )
             )
-        )
     if branches:
         first = branches[0]
         sizes = " and ".join(human(b) if b is not None else "an unknown number of" for b in first.branches)

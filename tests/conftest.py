@@ -319,4 +319,6 @@ def rep_quantized_blocks_model(rep_models_dir: Path) -> RepModel:
         "active_params": 1536, "initial_value_params": 0, "initial_value_tensors": 0, "wasted_params": 0,
         "wasted_bytes": 0,
     }  # fmt: skip
-    return RepModel(path=path, counts=counts, findings=("AUD108",))
+    # six layers of unrelated random int8 weights: repeated structure, but nothing says sharing
+    # would work (the distance of non-float weights is not measured), so no AUD108
+    return RepModel(path=path, counts=counts, findings=())
