@@ -83,6 +83,21 @@ class ShapeInfo:
 
 
 @dataclass(frozen=True)
+class NonParameter:
+    """A stored tensor that is not a parameter: a buffer or training state a checkpoint carries."""
+
+    name: str
+    kind: str  # "integer buffer" | "running statistic" | "optimizer state" | "buffer" | "training state"
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
 class ExternalRef:
     """Where an external tensor's bytes live: a file inside the model's folder, checked at load."""
 
@@ -207,6 +222,16 @@ class ModelGraph:
     shapes: Mapping[str, tuple[Dim, ...]] = field(default_factory=dict)
     dtypes: Mapping[str, str] = field(default_factory=dict)  # value id -> element type
     shape_info: ShapeInfo | None = None
+    # where the model came from: "onnx", "safetensors", "torch-state-dict", "gguf", "hf-folder"...
+    source: str = "onnx"
+    # names stored as one storage (a state dict's tied parameters): name -> the tensor id kept
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    not_parameters: tuple[NonParameter, ...] = ()  # buffers and training state, counted apart
+
+    @property
+    def has_graph(self) -> bool:
+        """Whether the model comes with its computation (a checkpoint of weights alone does not)."""
+        return bool(self.nodes)
 
     # ---- indexes derived once -------------------------------------------------------------
 
