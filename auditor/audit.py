@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 from typing import Iterator
 
 from auditor.analyses.blocks import describe_families, find_block_families
@@ -196,7 +197,15 @@ def tensor_facts(model: ModelGraph, tensor_id: str) -> TensorFacts:
             readers.append(label)
         if len(readers) == 8:
             break
-    return TensorFacts(tensor.name, tensor.shape, tensor.dtype, tuple(readers))
+    source = ""
+    if not _TORCH_NAME.fullmatch(tensor.name):  # a name the exporter made up: say where it is used
+        first = next(iter(model.terminal_uses(tensor_id)), None)
+        source = model.nodes[first.node].source if first is not None else ""
+    return TensorFacts(tensor.name, tensor.shape, tensor.dtype, tuple(readers), source)
+
+
+# a parameter name as torch writes it: dotted module path ending in a name (encoder.layer.0.weight)
+_TORCH_NAME = re.compile(r"[A-Za-z_][\w]*(\.[\w]+)+")
 
 
 def run_inputs(model: ModelGraph) -> list[InputSpec]:

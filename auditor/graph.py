@@ -176,6 +176,9 @@ class OpNode:
     parts: tuple[Part | None, ...] = ()
     routing: Routing | None = None  # for an EXPERT_BANK read: k of n experts per token
     cost: Cost = Cost.UNCOSTED  # how its arithmetic is counted
+    # where the exporter says the node comes from: the torch module path and operation
+    # ("transformer.h.0.attn: matmul"), '' when the file does not say
+    source: str = ""
 
     def role(self, index: int) -> Role:
         """How this node reads input ``index``."""

@@ -109,3 +109,29 @@ def test_named_tensors_carry_shape_dtype_and_readers(tmp_path: Path) -> None:
     html = render_html(report)
     assert "10×8 float32 · read by MatMul MatMul_1" in html
     assert report_dict(report)["tensors"]["head"]["readers"] == ["MatMul MatMul_1"]
+
+
+def test_tensors_the_exporter_named_say_where_they_come_from(tmp_path: Path) -> None:
+    """A legacy-style file: the copy 'onnx::MatMul_7' is read by /decoder/lm_head/MatMul."""
+    table = np.random.default_rng(2).standard_normal((10, 8)).astype(np.float32)
+    inits = [numpy_helper.from_array(table, "embed.weight"), numpy_helper.from_array(table.T.copy(), "onnx::MatMul_7")]
+    nodes = [helper.make_node("Gather", ["embed.weight", "ids"], ["e"], name="/embed/Gather"),
+             helper.make_node("MatMul", ["e", "onnx::MatMul_7"], ["y"], name="/decoder/lm_head/MatMul")]  # fmt: skip
+    graph = helper.make_graph(nodes, "named", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    path = tmp_path / "named.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    report = auditor.audit(path)
+    assert report.tensors["onnx::MatMul_7"].source == "decoder.lm_head: MatMul"
+    assert report.tensors["embed.weight"].source == ""  # a torch name says where it comes from already
+
+
+def test_dynamo_name_scopes_give_the_source() -> None:
+    from auditor.load.onnx_file import _source
+
+    node = helper.make_node("MatMul", ["a", "b"], ["c"], name="node_linear_3")
+    entry = node.metadata_props.add()
+    entry.key, entry.value = "pkg.torch.onnx.name_scopes", "['', 'transformer', 'h.0', 'attn', 'linear']"
+    assert _source(node) == "transformer.h.0.attn: linear"
+    entry.value = "__import__('os').system('true')"  # never evaluated as code
+    assert _source(node) == ""

@@ -10,6 +10,7 @@ resolves locations itself; for untrusted files we want that check in one place w
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 from dataclasses import replace
@@ -207,6 +208,25 @@ def _inline_reader(tensor: TensorProto) -> Callable[[], np.ndarray]:
         detached.CopyFrom(tensor)
         return lambda: numpy_helper.to_array(detached)
     return lambda: numpy_helper.to_array(tensor)
+
+
+def _source(node: onnx.NodeProto) -> str:
+    """The torch module path and operation a node comes from: the dynamo exporter's
+    ``pkg.torch.onnx.name_scopes`` metadata, else a legacy node name (``/encoder/layer.0/MatMul``)."""
+    for entry in node.metadata_props:
+        if entry.key == "pkg.torch.onnx.name_scopes" and len(entry.value) <= 4096:
+            try:
+                scopes = ast.literal_eval(entry.value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return ""
+            if isinstance(scopes, list) and scopes and all(isinstance(s, str) for s in scopes):
+                module = ".".join(s for s in scopes[:-1] if s)
+                return f"{module}: {scopes[-1]}" if module else str(scopes[-1])
+            return ""
+    if node.name.startswith("/") and node.name.count("/") >= 2:
+        *parts, operation = node.name.strip("/").split("/")
+        return f"{'.'.join(parts)}: {operation}"
+    return ""
 
 
 class _Builder:
@@ -543,6 +563,7 @@ class _Builder:
             kind=spec.kind,
             quantized=spec.quantized,
             cost=spec.cost,
+            source=_source(node),
         )
         self.nodes[node_id] = op
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:

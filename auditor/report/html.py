@@ -461,6 +461,8 @@ def _tensor(report: Report, tensor_id: str) -> Named:
     readers = ", ".join(_short(r, SHORT_NAME) for r in facts.readers[:2])
     more = f" +{len(facts.readers) - 2}" if len(facts.readers) > 2 else ""
     detail = f"{shape} {facts.dtype}" + (f" · read by {readers}{more}" if readers else " · read by no node")
+    if facts.source:
+        detail += f" · from {_short(facts.source, SHORT_NAME)}"
     return Named(_short(tensor_id, SHORT_NAME), tensor_id, detail)
 
 

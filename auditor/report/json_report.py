@@ -69,7 +69,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "compute": _compute(report),
         "memory": _memory(report),
         "latency_ms": _latency(report),
-        "tensors": {tid: {"name": f.name, "shape": list(f.shape), "dtype": f.dtype, "readers": list(f.readers)}
+        "tensors": {tid: {"name": f.name, "shape": list(f.shape), "dtype": f.dtype, "readers": list(f.readers),
+                          "source": f.source}
                     for tid, f in report.tensors.items()},  # fmt: skip
         "claim": None if report.claim is None else
         {"text": report.claim.text, "value": report.claim.value, "matches": list(report.claim.matches)},

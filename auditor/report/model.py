@@ -43,6 +43,9 @@ class TensorFacts:
     shape: tuple[int, ...]
     dtype: str
     readers: tuple[str, ...]  # "op_type node" of each node reading it (through views), at most 8
+    # for a tensor the exporter named itself (val_12, onnx::MatMul_3): where its first reader comes
+    # from in the torch model ("transformer.h.0.attn: matmul"); '' when the name says it already
+    source: str = ""
 
 
 @dataclass(frozen=True)
