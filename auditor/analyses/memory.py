@@ -227,6 +227,7 @@ class _LiveWalk:
     def __init__(
         self, model: ModelGraph, expected: Mapping[str, float], alias_views: bool, in_place: bool,
         reuse: bool, count_inputs: bool, count_outputs: bool, constants: frozenset[str],
+        cache: dict[str, int | None] | None = None,
     ) -> None:  # fmt: skip
         self.model = model
         self.expected = expected
@@ -239,6 +240,7 @@ class _LiveWalk:
         self.memo: dict[str, int] = {}
         self.unknown: set[str] = set()
         self.peak_at = -1  # the last walked scope's peak position (the main graph's, walked last)
+        self.cache: dict[str, int | None] = cache if cache is not None else {}  # value -> bytes, shared by walks
         # with every input's shape fixed in the file, onnxruntime infers every shape; otherwise it
         # knows those the file states (exporters that write value_info) and proves nothing else equal
         self.static = all(None not in model.value_shapes.get(v, (None,)) for v in model.inputs)
@@ -246,7 +248,10 @@ class _LiveWalk:
     def size(self, value: str) -> int:
         if not value or value in self.model.tensors or value in self.constants:
             return 0
-        found = value_bytes(self.model, value, self.expected)
+        if value in self.cache:
+            found = self.cache[value]
+        else:
+            found = self.cache[value] = value_bytes(self.model, value, self.expected)
         if found is None:
             self.unknown.add(value)
             return 0
@@ -383,6 +388,7 @@ def liveness(
     count_inputs: bool = True,
     count_outputs: bool = True,
     constants: frozenset[str] = frozenset(),
+    cache: dict[str, int | None] | None = None,
 ) -> Liveness:
     """Peak live activation bytes of the main graph (subgraph bodies at their own peak).
 
@@ -394,7 +400,7 @@ def liveness(
     graph's inputs (the caller's buffers) and outputs count; ``constants``: values computed once
     at session creation, counted with the weights instead.
     """
-    walk = _LiveWalk(model, expected or {}, alias_views, in_place, reuse, count_inputs, count_outputs, constants)
+    walk = _LiveWalk(model, expected or {}, alias_views, in_place, reuse, count_inputs, count_outputs, constants, cache)
     peak, node, op, tensors, timeline = walk.scope_peak("", 0, True)
     unknown = walk.unknown
     step = max(1, math.ceil(len(timeline) / _TIMELINE_POINTS))
@@ -466,13 +472,16 @@ def static_memory(
     expected: Mapping[str, float] | None = None,
 ) -> StaticMemory:
     """Weights and activations at the bound shapes, plainly and as onnxruntime on CPU holds them."""
-    plain = liveness(model, expected)
+    cache: dict[str, int | None] = {}  # each value's bytes, computed once for the three walks
+    plain = liveness(model, expected, cache=cache)
     folded = _folded(model, expected or {})
     constants = frozenset(folded)
-    planned = liveness(model, expected, alias_views=True, in_place=True, reuse=True, count_inputs=False, constants=constants)
+    planned = liveness(
+        model, expected, alias_views=True, in_place=True, reuse=True, count_inputs=False, constants=constants, cache=cache
+    )
     pattern = liveness(
         model, expected, alias_views=True, in_place=True, reuse=True, count_inputs=False, count_outputs=False,
-        constants=constants,
+        constants=constants, cache=cache,
     )  # fmt: skip
     weights = unique_bytes + generated_bytes
     # the session holds every stored tensor (duplicates too), the generated ones and the folded ones
