@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[torch,test,profile]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[torch,test,profile,checkpoints]'
 	touch $(STAMP)
 
 demo: $(STAMP)

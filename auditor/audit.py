@@ -22,11 +22,11 @@ from auditor.analyses.near import DEFAULT_TOLERANCE, near_duplicates
 from auditor.analyses.parameters import parameter_tensors, unknown_roles
 from auditor.analyses.sharing import shared_tensors
 from auditor.analyses.transforms import dequantized_weights, transformed_edges
-from auditor.analyses.usage import applied_totals, count_applications, loops, reads_of
+from auditor.analyses.usage import AppliedTotals, applied_totals, count_applications, loops, reads_of
 from auditor.errors import AuditError
 from auditor.findings import Claim, claim_matches, evaluate
 from auditor.graph import ModelGraph, ShapeRequest
-from auditor.load.onnx_file import load_onnx
+from auditor.load.any import load_model
 from auditor.measure import InputSpec
 from auditor.progress import Progress
 from auditor.roles import Role
@@ -48,11 +48,14 @@ def analyse(
     }
     generated = generated_weights(model)
     banks = expert_banks(params, applications)
-    totals = applied_totals(
-        model,
-        [read for apps in applications.values() for read in apps.reads] + [r for g in generated for r in g.reads],
-        loop_table,
-    )
+    if model.has_graph:
+        totals = applied_totals(
+            model,
+            [read for apps in applications.values() for read in apps.reads] + [r for g in generated for r in g.reads],
+            loop_table,
+        )
+    else:  # weights alone say nothing of how often each is applied
+        totals = AppliedTotals(applied=None, lower_bound=0, branches=())
 
     families = find_block_families(model, params)
     dequantized = dequantized_weights(model, params)
@@ -81,7 +84,11 @@ def analyse(
 
     edges = digest_edges(candidates, {tid: fp.digest for tid, fp in prints.items()})
     edges += transformed_edges(candidates, prints, edges, dequantized, dequantized_prints)
-    unused = frozenset(t.id for t in params if not applications[t.id].reads and not model.reaches_output(t.id))
+    unused = (
+        frozenset(t.id for t in params if not applications[t.id].reads and not model.reaches_output(t.id))
+        if model.has_graph
+        else frozenset()  # without a graph nothing says a weight is unused
+    )
     duplicates = group_copies(params, edges, unused)
     copy_head = {member: group.tensors[0] for group in duplicates for member in group.tensors}
 
@@ -92,12 +99,12 @@ def analyse(
     shareable = near_duplicates(candidates, prints, tolerance, copy_head)
     repeated = describe_families(families, params, prints, dots, copy_head)
     unknown = unknown_roles(model, params)
-    compute = compute_cost(model, loop_table, [f.blocks for f in families])
+    compute = compute_cost(model, loop_table, [f.blocks for f in families]) if model.has_graph else None
     memory = static_memory(
         model, counts.unique_bytes, {d: c.bytes for d, c in counts.by_dtype.items()},
         sum(value_bytes(model, model.nodes[g.node].outputs[0], {}) or 4 * g.numel for g in generated),
         routed_tokens(model),
-    )  # fmt: skip
+    ) if model.has_graph else None  # fmt: skip
     summary = ModelSummary(
         path=model.path,
         file_size=model.file_size,
@@ -134,6 +141,10 @@ def analyse(
         loops=loop_infos,
         findings=findings,
         tensors={tid: tensor_facts(model, tid) for tid in sorted(named) if tid in model.tensors},
+        source=model.source,
+        not_parameters=model.not_parameters,
+        checkpoint=model.checkpoint,
+        absent=() if model.has_graph else GRAPH_SECTIONS,
         claim=None if claim is None else ClaimCheck(claim.text, claim.value, tuple(claim_matches(counts, claim))),
         shareable=shareable,
         repeated_blocks=repeated,
@@ -161,6 +172,18 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
+# What only a graph can tell: absent from the audit of a checkpoint of weights alone.
+GRAPH_SECTIONS = (
+    "applied parameters (how often each weight is applied)",
+    "embeddings (lookup tables are known from how they are read)",
+    "compute (MACs, FLOPs)",
+    "memory (activations, onnxruntime estimate)",
+    "loops and branches",
+    "repeated blocks",
+    "which nodes read each tensor",
+)
+
+
 def audit_with_graph(
     path: str | os.PathLike[str],
     near: float | None = None,
@@ -171,7 +194,7 @@ def audit_with_graph(
     """Audit one ONNX file, costed at the input shapes ``shapes`` binds; also return the
     loaded graph (for GraphML export and measuring)."""
     with _no_cyclic_gc():
-        model = load_onnx(path, shapes)
+        model = load_model(path, shapes)
         return analyse(model, near=near, progress=progress, claim=claim), model
 
 

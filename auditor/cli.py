@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit an ONNX model: honest parameter counts, sharing, copies, and what it costs to run. "
         "'audit compare A B ...' puts models side by side.",
     )
-    parser.add_argument("model", help="path to an .onnx file")
+    parser.add_argument("model", help="an .onnx file, or a checkpoint without a graph: .safetensors (or its "
+                        "index.json), a torch state dict (.pt/.pth/.bin, read with weights_only=True: never "
+                        "unpickled), GGUF, or a Hugging Face-style folder (config.json + weights)")
     _add_common(parser, comparison=False)
     parser.add_argument("--claim-params", metavar="COUNT", default=None,
                         help="a stated parameter count (12M, 1.3B): say which count it matches (finding AUD114 when "
@@ -203,6 +205,8 @@ def run(argv: Sequence[str] | None) -> int:
     profile_error: AuditError | None = None
     if args.profile:
         report, profile_error = _profile(args, args.model, report, model)
+    if not model.has_graph and args.graphml:
+        raise AuditError("needs-graph", f"{args.model} is a checkpoint without a graph: there is no GraphML to write")
     _refuse_external_data(args, [model])
     for option, label, module, function, _, path in _requested(args):
         render = getattr(importlib.import_module(module), function)
@@ -297,6 +301,8 @@ def _profile(args: argparse.Namespace, path: str, report: Report, model: ModelGr
     from auditor.audit import run_inputs
     from auditor.measure import measure
 
+    if not model.has_graph:
+        return report, AuditError("needs-graph", f"{path} is a checkpoint without a graph: there is nothing to run")
     try:
         specs = run_inputs(model)
         if not args.quiet:

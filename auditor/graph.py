@@ -98,6 +98,18 @@ class NonParameter:
 
 
 @dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's configuration said beside its weights (no graph came with it)."""
+
+    architecture: str | None  # the transformers class whose ties and buffers were used
+    architecture_note: str  # why no architecture was used, where none was
+    experts: tuple[int, int | None] | None  # (n, k) experts per token as the configuration states them
+    state_dict_path: str  # where in a training checkpoint the model's state dict was found
+    missing: tuple[str, ...]  # parameters of the architecture the checkpoint lacks
+    unexpected: tuple[str, ...]  # checkpoint names the architecture does not have
+
+
+@dataclass(frozen=True)
 class ExternalRef:
     """Where an external tensor's bytes live: a file inside the model's folder, checked at load."""
 
@@ -230,6 +242,7 @@ class ModelGraph:
     # names stored as one storage (a state dict's tied parameters): name -> the tensor id kept
     aliases: Mapping[str, str] = field(default_factory=dict)
     not_parameters: tuple[NonParameter, ...] = ()  # buffers and training state, counted apart
+    checkpoint: CheckpointInfo | None = None  # for a checkpoint: what its configuration said
 
     @property
     def has_graph(self) -> bool:

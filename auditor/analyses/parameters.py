@@ -8,7 +8,7 @@ from auditor.graph import ModelGraph, TensorInfo
 from auditor.roles import Role
 
 
-def is_parameter(model: ModelGraph, tensor: TensorInfo) -> bool:
+def is_parameter(model: ModelGraph, tensor: TensorInfo, listed_apart: frozenset[str] | None = None) -> bool:
     """A stored tensor carrying learned values.
 
     Floating-point tensors with more than one element are parameters unless every read is
@@ -16,7 +16,14 @@ def is_parameter(model: ModelGraph, tensor: TensorInfo) -> bool:
     parameters only where a node reads them as a quantized weight (DequantizeLinear, QGemm,
     MatMulNBits...): shapes, axes and indices are not. A one-element tensor is a scalar (a
     scale, an epsilon) and never counts.
+
+    A model without a graph (a checkpoint of weights alone) has no reads to tell by: see
+    :func:`is_stored_parameter`; ``listed_apart`` is the names of its ``not_parameters``.
     """
+    if not model.has_graph:
+        if listed_apart is None:
+            listed_apart = frozenset(n.name for n in model.not_parameters)
+        return is_stored_parameter(tensor, listed_apart)
     if tensor.stored_elements <= 1:
         return False
     uses = model.consumers.get(tensor.id, ())
@@ -35,9 +42,20 @@ def is_parameter(model: ModelGraph, tensor: TensorInfo) -> bool:
     return False
 
 
+def is_stored_parameter(tensor: TensorInfo, listed_apart: frozenset[str]) -> bool:
+    """A parameter of a weights-only model: every stored float tensor, block-quantized ones
+    (GGUF's q4_0, q8_0...) and one-element ones included (torch counts a learned scalar), unless
+    the loader listed it apart (buffers, running statistics, optimizer and training state).
+    Integer and boolean tensors are buffers: no reading node says they are quantized weights."""
+    if tensor.name in listed_apart or tensor.id in listed_apart:
+        return False
+    return not tensor.dtype.startswith(("int", "uint", "bool", "string"))
+
+
 def parameter_tensors(model: ModelGraph) -> tuple[TensorInfo, ...]:
     """The model's parameter tensors, in file order."""
-    return tuple(t for t in model.tensors.values() if is_parameter(model, t))
+    listed_apart = frozenset(n.name for n in model.not_parameters)
+    return tuple(t for t in model.tensors.values() if is_parameter(model, t, listed_apart))
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ class SharedTensor:
     tensor: str
     numel: int
     uses: int
-    applications: float | None  # applied elements / elements covered; None with an unknown loop
-    consumers: tuple[str, ...]  # "op_type node_id" of each applying node
+    # applied elements / elements covered; None with an unknown loop, or without a graph (a
+    # checkpoint says which names share a tensor, not how often the model applies it)
+    applications: float | None
+    consumers: tuple[str, ...]  # "op_type node_id" of each applying node; without a graph, the names sharing it
 
 
 def shared_tensors(
@@ -32,6 +34,8 @@ def shared_tensors(
     A tensor holding one value everywhere (an initial value: ones, zeros) is never a tie: an
     exporter merges equal initial values, which says nothing about the model's design.
     """
+    if not model.has_graph:
+        return _stored_ties(model, params)
     shared = []
     for tensor in params:
         apps = applications[tensor.id]
@@ -41,4 +45,23 @@ def shared_tensors(
         consumers = tuple(f"{model.nodes[u.node].op_type} {u.node}" for u in apps.uses)
         shared.append(SharedTensor(tensor.id, tensor.stored_elements, len(apps.uses), times, consumers))
     shared.sort(key=lambda s: (-s.numel * (s.applications or 0), s.tensor))
+    return tuple(shared)
+
+
+def _stored_ties(model: ModelGraph, params: Sequence[TensorInfo]) -> tuple[SharedTensor, ...]:
+    """A weights-only model's shared tensors: each parameter stored once under several names
+    (``model.aliases``: tied weights, views into one storage). ``uses`` is the number of names;
+    how often each is applied is unknown without a graph. Stored as ones or zeros or not, an
+    alias is a tie: the checkpoint's storage says so, not equal values."""
+    names: dict[str, list[str]] = {t.id: [t.name] for t in params}
+    for name, head in model.aliases.items():
+        if head in names and name not in names[head]:
+            names[head].append(name)
+    by_id = {t.id: t for t in params}
+    shared = [
+        SharedTensor(head, by_id[head].stored_elements, len(members), None, tuple(members))
+        for head, members in names.items()
+        if len(members) > 1
+    ]
+    shared.sort(key=lambda s: (-s.numel, s.tensor))
     return tuple(shared)

@@ -65,23 +65,27 @@ class Bar:
 def _bars(report: Report) -> list[Bar]:
     c = report.counts
     applied_text = human(c.applied_params) if c.applied_params is not None else f"≥ {human(c.applied_params_lower_bound)}"
-    rows = [
+    rows: list[tuple[str, str, int | None, str, str]] = [
         ("stored", "Stored", c.stored_params, human(c.stored_params), human_bytes(c.stored_bytes)),
         ("unique", "Unique", c.unique_params, human(c.unique_params), human_bytes(c.unique_bytes)),
         ("applied", "Applied / forward", c.applied_params if c.applied_params is not None else c.applied_params_lower_bound,
          applied_text, ""),
         ("embedding", "Embedding", c.embedding_params, human(c.embedding_params), ""),
     ]  # fmt: skip
+    if report.absent:  # a checkpoint without a graph: these need one
+        rows[2] = ("applied", "Applied / forward", None, "unknown (needs a graph)", "")
+        rows[3] = ("embedding", "Embedding", None, "unknown (needs a graph)", "")
     if report.experts:
         rows.insert(2, ("active", "Active / token", c.active_params, human(c.active_params), ""))
-    rows.append(("unused", "Unused", c.unused_params, human(c.unused_params), ""))
+    if not report.absent:
+        rows.append(("unused", "Unused", c.unused_params, human(c.unused_params), ""))
     if c.generated_params:
         rows.append(("generated", "Generated at run time", c.generated_params, human(c.generated_params), ""))
     top = max((r[2] or 0 for r in rows), default=0) or 1
     bars = []
     for key, label, value, text, size in rows:
         exact = f"{value:,}" if value is not None else "unknown"
-        if key == "applied" and c.applied_params is None:
+        if key == "applied" and c.applied_params is None and value is not None:
             exact = f"≥ {exact}"
         bars.append(Bar(key, label, value, text, exact, size, COUNT_MEANINGS[key], 100.0 * (value or 0) / top))
     return bars

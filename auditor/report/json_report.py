@@ -72,6 +72,13 @@ def report_dict(report: Report) -> dict[str, Any]:
         "tensors": {tid: {"name": f.name, "shape": list(f.shape), "dtype": f.dtype, "readers": list(f.readers),
                           "source": f.source}
                     for tid, f in report.tensors.items()},  # fmt: skip
+        "source": report.source,
+        "absent": list(report.absent),
+        "not_parameters": [
+            {"name": n.name, "kind": n.kind, "dtype": n.dtype, "shape": list(n.shape), "numel": n.numel, "bytes": n.nbytes}
+            for n in report.not_parameters
+        ],
+        "checkpoint": _plain(report.checkpoint) if report.checkpoint is not None else None,
         "claim": None if report.claim is None else
         {"text": report.claim.text, "value": report.claim.value, "matches": list(report.claim.matches)},
         "findings": [_finding(f) for f in report.findings],

@@ -16,7 +16,7 @@ from auditor.analyses.sharing import SharedTensor
 from auditor.analyses.parameters import UnknownRole
 from auditor.analyses.usage import BranchChoice, LoopInfo
 from auditor.findings import Finding
-from auditor.graph import ShapeInfo
+from auditor.graph import CheckpointInfo, NonParameter, ShapeInfo
 from auditor.measure import Measurement
 
 @dataclass(frozen=True)
@@ -78,3 +78,7 @@ class Report:
     measured: Measurement | None = None  # with --profile: run on the target device
     claim: ClaimCheck | None = None  # with --claim-params
     tensors: Mapping[str, TensorFacts] = field(default_factory=dict)  # every tensor the report names
+    source: str = "onnx"  # the model's format: onnx, safetensors, torch-state-dict, gguf, hf-folder
+    not_parameters: tuple[NonParameter, ...] = ()  # buffers and training state a checkpoint carries
+    checkpoint: CheckpointInfo | None = None
+    absent: tuple[str, ...] = ()  # sections that need a graph, absent from a checkpoint's audit

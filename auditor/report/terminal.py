@@ -111,17 +111,20 @@ def render_terminal(report: Report) -> str:
     """A few lines: the counts side by side, the cost, then the findings."""
     c = report.counts
     applied = human(c.applied_params) if c.applied_params is not None else f">= {human(c.applied_params_lower_bound)} (loop trip count unknown)"
+    if report.absent:
+        applied = "unknown (needs a graph)"
     if c.applied_params is not None and c.applied_params_lower_bound != c.applied_params:
         applied = f"{human(c.applied_params_lower_bound)}-{human(c.applied_params)}"
     rows = [
         ("stored params", human(c.stored_params), human_bytes(c.stored_bytes), "every parameter tensor in the file"),
         ("unique params", human(c.unique_params), human_bytes(c.unique_bytes), "after merging copies"),
         ("applied params", applied, "", "applied per forward pass (shared weights counted per use)"),
-        ("embedding params", human(c.embedding_params), "", "lookup tables"),
+        ("embedding params", "unknown" if report.absent else human(c.embedding_params), "", "lookup tables"),
     ]
     if report.experts:
         rows.insert(2, ("active params", human(c.active_params), "", "used per token (k of n routed experts)"))
-    rows.append(("unused params", human(c.unused_params), "", "read by no node"))
+    if not report.absent:  # without a graph nothing says a weight is unused
+        rows.append(("unused params", human(c.unused_params), "", "read by no node"))
     if c.generated_params:
         rows.append(("generated params", human(c.generated_params), "", "created at run time, not stored"))
     width = max(len(r[1]) for r in rows)
@@ -130,7 +133,24 @@ def render_terminal(report: Report) -> str:
     lines.append(f"  shared tensors: {len(report.shared)}   copy groups: {len(report.duplicates)}"
                  + (f"   shareable groups: {len(report.shareable)}" if report.shareable else "")
                  + (f"   repeated block families: {len(report.repeated_blocks)}" if report.repeated_blocks else ""))  # fmt: skip
-    lines += _cost_lines(report)
+    if report.absent:
+        lines.append(f"  a {report.source} checkpoint without a graph: {', '.join(report.absent)} needs a graph and is absent")
+        if report.checkpoint is not None:
+            arch = report.checkpoint.architecture or f"no architecture ({report.checkpoint.architecture_note})"
+            lines.append(f"  architecture: {arch}")
+    else:
+        lines += _cost_lines(report)
+    if report.not_parameters:
+        kinds: dict[str, list[int]] = {}
+        for item in report.not_parameters:
+            entry = kinds.setdefault(item.kind, [0, 0, 0])
+            entry[0] += 1
+            entry[1] += item.numel
+            entry[2] += item.nbytes
+        lines.append("  not parameters: " + "; ".join(
+            f"{kind} {n} tensor{'s' if n != 1 else ''}, {human(numel)} elements, {human_bytes(size)}"
+            for kind, (n, numel, size) in kinds.items()
+        ))  # fmt: skip
     for finding in report.findings:
         lines.append(f"  [{finding.severity}] {finding.code} {finding.slug}: {finding.message}")
     if not report.findings:
