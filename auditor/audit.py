@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import re
@@ -24,7 +25,7 @@ from auditor.analyses.sharing import shared_tensors
 from auditor.analyses.transforms import dequantized_weights, transformed_edges
 from auditor.analyses.usage import AppliedTotals, applied_totals, count_applications, loops, reads_of
 from auditor.errors import AuditError
-from auditor.findings import Claim, claim_matches, evaluate
+from auditor.findings import Claim, claim_matches, evaluate, export_finding
 from auditor.graph import ModelGraph, ShapeRequest
 from auditor.load.any import load_model
 from auditor.measure import InputSpec
@@ -196,6 +197,39 @@ def audit_with_graph(
     with _no_cyclic_gc():
         model = load_model(path, shapes)
         return analyse(model, near=near, progress=progress, claim=claim), model
+
+
+_EXAMPLE_INPUT = re.compile(r"(\S+): \w+\[([0-9, ]*)\]")
+
+
+def audit_torch_target(
+    target: str,
+    onnx_path: str | os.PathLike[str],
+    export_timeout: float,
+    near: float | None = None,
+    progress: Progress | None = None,
+    shapes: ShapeRequest | None = None,
+    claim: Claim | None = None,
+) -> tuple[Report, ModelGraph]:
+    """Audit a PyTorch model given as ``file.py:factory`` or ``package.module:factory``: export it
+    to ``onnx_path`` in a child process (dynamo, else TorchScript), audit the export, and reconcile
+    it with torch's own account of the model (ties, applications)."""
+    from auditor.analyses.reconcile import reconcile
+    from auditor.load.torch_module import export_onnx
+
+    input_shapes = dict(shapes.input_shapes) if shapes is not None and shapes.input_shapes else None
+    result = export_onnx(target, onnx_path, timeout_s=export_timeout, input_shapes=input_shapes)
+    if shapes is None or (not shapes.dims and not shapes.input_shapes):
+        # cost the export at the example inputs' shapes ("ids: int64[2, 6]"), not at the defaults
+        example = {m.group(1): tuple(int(d) for d in m.group(2).split(",") if d.strip())
+                   for m in map(_EXAMPLE_INPUT.fullmatch, result.truth.inputs) if m}  # fmt: skip
+        shapes = ShapeRequest(input_shapes=example)
+    report, model = audit_with_graph(result.path, near=near, progress=progress, shapes=shapes, claim=claim)
+    info = reconcile(result.truth, report, model, result.exporter, result.fallback_reason)
+    extra = export_finding(info)
+    findings = sorted(report.findings + ((extra,) if extra is not None else ()), key=lambda f: (-f.rank, f.code))
+    summary = dataclasses.replace(report.model, path=f"{target} (exported with {result.exporter} to {result.path})")
+    return dataclasses.replace(report, model=summary, torch=result.truth, export=info, findings=tuple(findings)), model
 
 
 def audit(

@@ -6,6 +6,7 @@ Exit codes: 0 audited; 1 audited and a finding at or above ``--fail-on``; 2 bad 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -90,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--claim-params", metavar="COUNT", default=None,
                         help="a stated parameter count (12M, 1.3B): say which count it matches (finding AUD114 when "
                         "it is not the unique count)")
+    torch_options = parser.add_argument_group(
+        "PyTorch models", "MODEL may be file.py:factory or package.module:factory: a function returning an nn.Module "
+        "or (module, example_inputs). THIS RUNS THE FACTORY'S CODE (in a child process with a time limit): only "
+        "audit code you trust. The model is exported to ONNX (dynamo, else TorchScript) and the export reconciled "
+        "with torch's own account of its parameters. A .pt2 archive (torch.export.save) is read from its JSON only.")
+    torch_options.add_argument("--save-onnx", metavar="PATH", default=None, help="keep the exported ONNX file at PATH")
+    torch_options.add_argument("--trace-only", action="store_true",
+                               help="torch's own account only (ties, applications, buffers): no ONNX export")
+    torch_options.add_argument("--export-timeout", metavar="SECONDS", type=float, default=600.0,
+                               help="stop exporting (or tracing) after this long (default 600)")
     return parser
 
 
@@ -196,15 +207,44 @@ def run(argv: Sequence[str] | None) -> int:
     _check_common(args)
     request = _shape_request(args)
     claim = _claim(args.claim_params)
-    _check_outputs(args, [args.model])
-    from auditor.audit import audit_with_graph  # imported late: keeps `audit --help` fast
+    if not 0 < args.export_timeout <= 86_400:
+        raise AuditError("usage", f"--export-timeout must be in (0, 86400] seconds, got {args.export_timeout:g}")
+    torch_target = not Path(args.model).exists() and ":" in args.model
+    outputs = [args.model] + ([args.save_onnx] if args.save_onnx else [])
+    _check_outputs(args, outputs)
+    if args.save_onnx:
+        _check_save_onnx(args)
+    if (args.save_onnx or args.trace_only) and not torch_target:
+        raise AuditError("usage", "--save-onnx and --trace-only apply to a PyTorch model given as file.py:factory")
+    from auditor.load.torch_module import is_pt2_archive
+
+    if args.trace_only or (not torch_target and is_pt2_archive(args.model)):
+        return _torch_only(args, request)
+    from auditor.audit import audit_torch_target, audit_with_graph  # imported late: keeps `audit --help` fast
     from auditor.progress import progress_bar
 
-    with progress_bar(enabled=not args.quiet) as progress:
-        report, model = audit_with_graph(args.model, near=args.near, progress=progress, shapes=request, claim=claim)
+    with contextlib.ExitStack() as stack:
+        if torch_target:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="auditor-export-")))
+            onnx_path = Path(args.save_onnx) if args.save_onnx else folder / "model.onnx"
+            if not args.quiet:
+                sys.stderr.write(f"exporting {args.model} to ONNX (a child process, at most {args.export_timeout:g} s)...\n")
+            with progress_bar(enabled=not args.quiet) as progress:
+                report, model = audit_torch_target(args.model, onnx_path, args.export_timeout, near=args.near,
+                                                   progress=progress, shapes=request, claim=claim)  # fmt: skip
+            measured_path = str(onnx_path)
+        else:
+            with progress_bar(enabled=not args.quiet) as progress:
+                report, model = audit_with_graph(args.model, near=args.near, progress=progress, shapes=request, claim=claim)
+            measured_path = args.model
+        return _finish(args, report, model, measured_path)
+
+
+def _finish(args: argparse.Namespace, report: Report, model: ModelGraph, measured_path: str) -> int:
+    """Measure (with --profile), write the outputs, print the summary, and choose the exit code."""
     profile_error: AuditError | None = None
     if args.profile:
-        report, profile_error = _profile(args, args.model, report, model)
+        report, profile_error = _profile(args, measured_path, report, model)
     if not model.has_graph and args.graphml:
         raise AuditError("needs-graph", f"{args.model} is a checkpoint without a graph: there is no GraphML to write")
     _refuse_external_data(args, [model])
@@ -220,6 +260,45 @@ def run(argv: Sequence[str] | None) -> int:
         sys.stderr.write(f"audit: error: {profile_error}\n")
         return EXIT_BAD_INPUT
     return _exit_code(args, report.findings)
+
+
+def _check_save_onnx(args: argparse.Namespace) -> None:
+    target = Path(args.save_onnx)
+    if target.exists() and not args.force:
+        raise AuditError("output-exists", f"{target} exists; pass --force to overwrite it")
+    if not target.parent.resolve().is_dir():
+        raise AuditError("output-dir-missing", f"folder for {target} does not exist")
+
+
+def _torch_only(args: argparse.Namespace, request: ShapeRequest) -> int:
+    """``--trace-only`` or a .pt2 archive: torch's own account, with no ONNX graph audited."""
+    from auditor.load.torch_module import load_pt2, trace_target
+    from auditor.report.json_report import render_torch_json
+
+    asked = [entry[0] for entry in _requested(args) if entry[0] != "json"]
+    if asked or args.profile:
+        raise AuditError("usage", f"only --json is written without an ONNX graph (not --{(asked or ['profile'])[0]})")
+    if args.trace_only:
+        shapes = dict(request.input_shapes) or None
+        truth = trace_target(args.model, timeout_s=args.export_timeout, input_shapes=shapes)
+    else:
+        truth = load_pt2(args.model)
+    if args.json:
+        _write(args.json, render_torch_json(truth, args.model))
+    if not args.quiet:
+        applied = f"{truth.applied_params:,}" if truth.applied_params is not None else "unknown (no forward ran)"
+        sys.stdout.write(
+            f"{args.model}  (torch {truth.source}: {truth.model_type})\n"
+            f"  unique params    {truth.unique_params:,}  (sum of numel over model.parameters())\n"
+            f"  applied params   {applied}\n"
+            f"  tie groups       {len(truth.ties)}"
+            + "".join(f"\n    {' = '.join(t.names)}" for t in truth.ties[:10])
+            + f"\n  buffers          {len(truth.buffers)} ({truth.float_buffer_params:,} float, "
+            f"{truth.integer_buffer_params:,} integer elements)\n"
+            + "".join(f"  called {m.calls} times: {', '.join(m.names)}\n" for m in truth.repeated_modules[:10])
+        )
+        _say_written(args)
+    return EXIT_OK
 
 
 def run_compare(argv: Sequence[str]) -> int:

@@ -10,7 +10,7 @@ never reused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from auditor.analyses.blocks import RepeatedBlocks
 from auditor.analyses.copies import CopyGroup
@@ -19,6 +19,9 @@ from auditor.analyses.experts import ExpertBank
 from auditor.analyses.near import NearGroup
 from auditor.analyses.parameters import UnknownRole
 from auditor.analyses.usage import BranchChoice, LoopInfo
+
+if TYPE_CHECKING:
+    from auditor.analyses.reconcile import ExportInfo
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -48,8 +51,9 @@ RULES: tuple[Rule, ...] = (
          "The file stores the same parameters more than once: identical bytes under two names, or a transformed copy "
          "(transposed, reshaped, cast to another float type, scaled, dequantized). Exporters do this when they un-tie "
          "weights. A parameter count taken from the file overstates the model; the unique count is the honest one.",
-         "Quote the unique count. Re-export with the ties kept (torch.onnx.export keeps shared Parameters as one "
-         "initializer when they are one object), or ask the vendor why weights are stored twice."),
+         "Quote the unique count. Re-export without constant folding (dynamo optimize=False, TorchScript "
+         "do_constant_folding=False: in torch 2.13 both then keep a tied weight as one initializer), or ask the "
+         "vendor why weights are stored twice."),
     Rule("AUD102", "shared-weights-hide-compute", "warning",
          "applied >= 2x unique: the parameter count understates compute",
          "Some weights are applied many times per forward pass (ALBERT's one layer applied at every depth, a tied "
@@ -130,6 +134,13 @@ RULES: tuple[Rule, ...] = (
          "the parameter ratio would be taken on the wrong number.",
          "Decide on the ratio that matters for the deployment: MACs for latency and energy, memory for the device.",
          scope="comparison"),
+    Rule("AUD116", "export-duplicated-weights", "warning",
+         "the ONNX export stores a parameter torch holds once more than once",
+         "Torch holds these parameters once (a tied embedding and LM head is one Parameter), but the ONNX export "
+         "stores them in several tensors: constant folding turns the head's transpose into a second "
+         "initializer. The file's parameter count overstates the model, and the runtime loads every copy.",
+         "Quote torch's unique count. Re-export without folding (dynamo optimize=False, TorchScript "
+         "do_constant_folding=False); in torch 2.13 both then keep one initializer."),
 )  # fmt: skip
 RULE_BY_CODE: Mapping[str, Rule] = {rule.code: rule for rule in RULES}
 
@@ -478,4 +489,22 @@ def claim_finding(counts: Counts, claim: Claim) -> Finding | None:
         + (f" The differences: {'; '.join(made_of)}." if made_of else ""),
         {"claim": claim.value, "claim_text": claim.text, "matches": matches,
          **{f"{n}_params": v for n, v in candidates.items()}},  # fmt: skip
+    )
+
+
+def export_finding(info: ExportInfo) -> Finding | None:
+    """AUD116 when an export stores a parameter torch holds once more than once."""
+    if not info.duplicated_by_export:
+        return None
+    broken = info.duplicated
+    first = broken[0]
+    return finding(
+        "AUD116",
+        f"The {info.exporter or 'ONNX'} export stores {len(broken)} parameter(s) torch holds once more than once "
+        f"({' = '.join(first.names)}: {first.message}); {human(info.duplicated_params)} parameters "
+        f"({human_bytes(info.duplicated_bytes)}) added.",
+        {"exporter": info.exporter, "duplicated_params": info.duplicated_params, "duplicated_bytes": info.duplicated_bytes,
+         "parameters": [{"names": list(p.names), "outcome": p.outcome, "tensors": [h.tensor for h in p.holders]}
+                        for p in broken]},  # fmt: skip
+        [Subject("tensor", h.tensor) for p in broken for h in p.holders],
     )

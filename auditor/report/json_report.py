@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditor.comparison import Comparison
 from auditor.findings import Finding
 from auditor.report.model import Report
+
+if TYPE_CHECKING:
+    from auditor.analyses.reconcile import ExportInfo, ParameterExport
+    from auditor.load.torch_module import TorchTruth
 
 SCHEMA_VERSION = 2
 
@@ -79,6 +83,8 @@ def report_dict(report: Report) -> dict[str, Any]:
             for n in report.not_parameters
         ],
         "checkpoint": _plain(report.checkpoint) if report.checkpoint is not None else None,
+        "torch": torch_dict(report.torch) if report.torch is not None else None,
+        "export": _export(report.export) if report.export is not None else None,
         "claim": None if report.claim is None else
         {"text": report.claim.text, "value": report.claim.value, "matches": list(report.claim.matches)},
         "findings": [_finding(f) for f in report.findings],
@@ -188,6 +194,62 @@ def render_comparison_json(comparison: Comparison) -> str:
 def _finding(f: Finding) -> dict[str, Any]:
     return {"code": f.code, "slug": f.slug, "severity": f.severity, "message": f.message, "evidence": _plain(f.evidence),
             "subjects": [{"kind": s.kind, "name": s.name} for s in f.subjects]}  # fmt: skip
+
+
+def torch_dict(truth: TorchTruth) -> dict[str, Any]:
+    """Torch's own account of a model: parameters with their ties, buffers, repeated modules."""
+    return {
+        "source": truth.source,
+        "model_type": truth.model_type,
+        "inputs": list(truth.inputs),
+        "unique_params": truth.unique_params,
+        "unique_bytes": truth.unique_bytes,
+        "applied_params": truth.applied_params,
+        "storage_params": truth.storage_params,
+        "storage_bytes": truth.storage_bytes,
+        "float_buffer_params": truth.float_buffer_params,
+        "integer_buffer_params": truth.integer_buffer_params,
+        "ties": [{"names": list(t.names), "numel": t.numel, "nbytes": t.nbytes, "objects": t.objects} for t in truth.ties],
+        "shared_storages": _plain(truth.shared_storages),
+        "repeated_modules": _plain(truth.repeated_modules),
+        "uncalled": list(truth.uncalled),
+        "buffers": _plain(truth.buffers),
+    }
+
+
+def _export(info: ExportInfo) -> dict[str, Any]:
+    def entry(p: ParameterExport) -> dict[str, Any]:
+        return {"names": list(p.names), "numel": p.numel, "outcome": p.outcome, "message": p.message,
+                "added_params": p.added_params, "added_bytes": p.added_bytes,
+                "holders": [{"tensor": h.tensor, "relation": h.relation, "matched_by": h.matched_by, "readers": h.readers}
+                            for h in p.holders]}  # fmt: skip
+
+    return {
+        "exporter": info.exporter,
+        "fallback_reason": info.fallback_reason,
+        "duplicated_by_export": info.duplicated_by_export,
+        "counts": {
+            "torch_unique_params": info.torch_unique_params, "torch_unique_bytes": info.torch_unique_bytes,
+            "torch_applied_params": info.torch_applied_params, "onnx_stored_params": info.onnx_stored_params,
+            "onnx_stored_bytes": info.onnx_stored_bytes, "onnx_unique_params": info.onnx_unique_params,
+            "onnx_unique_bytes": info.onnx_unique_bytes, "onnx_applied_params": info.onnx_applied_params,
+            "added_stored_params": info.added_stored_params, "added_stored_bytes": info.added_stored_bytes,
+            "added_unique_params": info.added_unique_params, "added_unique_bytes": info.added_unique_bytes,
+            "duplicated_params": info.duplicated_params, "duplicated_bytes": info.duplicated_bytes,
+            "buffer_params": info.buffer_params, "unmatched_params": info.unmatched_params,
+            "missing_params": info.missing_params,
+        },  # fmt: skip
+        "ties": [entry(p) for p in info.ties],
+        "parameters": [entry(p) for p in info.parameters],
+        "buffer_tensors": list(info.buffer_tensors),
+        "unmatched": list(info.unmatched),
+    }
+
+
+def render_torch_json(truth: TorchTruth, target: str) -> str:
+    """A torch-only document (``--trace-only``, a .pt2 archive): no ONNX graph was audited."""
+    document = {"schema_version": SCHEMA_VERSION, "kind": "torch", "target": target, "torch": torch_dict(truth)}
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 def render_json(report: Report) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from auditor.analyses.blocks import RepeatedBlocks
 from auditor.analyses.compute import Compute
@@ -18,6 +18,10 @@ from auditor.analyses.usage import BranchChoice, LoopInfo
 from auditor.findings import Finding
 from auditor.graph import CheckpointInfo, NonParameter, ShapeInfo
 from auditor.measure import Measurement
+
+if TYPE_CHECKING:  # the torch front end's data: imported only for types (the report model needs no torch)
+    from auditor.analyses.reconcile import ExportInfo
+    from auditor.load.torch_module import TorchTruth
 
 @dataclass(frozen=True)
 class ModelSummary:
@@ -82,3 +86,5 @@ class Report:
     not_parameters: tuple[NonParameter, ...] = ()  # buffers and training state a checkpoint carries
     checkpoint: CheckpointInfo | None = None
     absent: tuple[str, ...] = ()  # sections that need a graph, absent from a checkpoint's audit
+    torch: TorchTruth | None = None  # a PyTorch model's own account (audit file.py:factory)
+    export: ExportInfo | None = None  # how the ONNX export compares with it

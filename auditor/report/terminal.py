@@ -140,6 +140,17 @@ def render_terminal(report: Report) -> str:
             lines.append(f"  architecture: {arch}")
     else:
         lines += _cost_lines(report)
+    if report.export is not None and report.torch is not None:
+        e = report.export
+        lines.append(
+            f"  export: {e.exporter}" + (f" (dynamo failed: {e.fallback_reason})" if e.fallback_reason else "")
+            + f"; torch unique {human(e.torch_unique_params)}, ONNX stored {human(e.onnx_stored_params)}"
+            + f" ({'+' if e.added_stored_params >= 0 else ''}{human(e.added_stored_params)})"
+        )  # fmt: skip
+        for tie in e.ties:
+            lines.append(f"    tie {' = '.join(tie.names)}: {tie.message}")
+        for module in report.torch.repeated_modules[:5]:
+            lines.append(f"    called {module.calls} times per forward: {', '.join(module.names)}")
     if report.not_parameters:
         kinds: dict[str, list[int]] = {}
         for item in report.not_parameters:
