@@ -134,7 +134,7 @@ def test_markdown_shows_the_hand_worked_figures_of_a_model_with_a_stored_copy(re
     (item,) = [line for line in md.splitlines() if line.startswith("- ")]
     assert item.startswith("- **warning** `AUD101` stored-copies: 128 parameters (512 B) are stored more than once")
     action = RULES[0].action
-    assert RULES[0].code == "AUD101" and f"*What to do:* {action}" in md
+    assert RULES[0].code == "AUD101" and f"*What to do:* {_md_escaped(action)}" in md
 
 
 def test_markdown_of_a_clean_model_has_no_findings(rep_clean_model: Any) -> None:
