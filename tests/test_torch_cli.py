@@ -61,8 +61,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_factory_is_exported_audited_and_reconciled(factory: Path, tmp_path: Path) -> None:
-    out, saved = tmp_path / "r.json", tmp_path / "kept.onnx"
-    done = _run(f"{factory}:build", "--json", str(out), "--save-onnx", str(saved), "-q", "--fail-on", "warning")
+    out, saved, html = tmp_path / "r.json", tmp_path / "kept.onnx", tmp_path / "r.html"
+    done = _run(f"{factory}:build", "--json", str(out), "--html", str(html), "--save-onnx", str(saved), "-q",
+                "--fail-on", "warning")  # fmt: skip
     assert done.returncode == 1, done.stderr  # AUD116 (and AUD101) are warnings
     document = json.loads(out.read_text())
     assert document["torch"]["unique_params"] == 472 and document["torch"]["applied_params"] == 1016
@@ -73,6 +74,12 @@ def test_factory_is_exported_audited_and_reconciled(factory: Path, tmp_path: Pat
     assert "AUD116" in [f["code"] for f in document["findings"]]
     assert document["export"]["counts"]["onnx_stored_params"] == 472 + 400
     onnx.checker.check_model(onnx.load(saved))  # --save-onnx kept a valid export
+    assert document["torch"]["by_top_module"] == {
+        "embed": {"params": 400, "applied_params": 800}, "block": {"params": 72, "applied_params": 216},
+    }  # fmt: skip
+    page = html.read_text()
+    assert 'id="module-tree"' in page and "embed.weight" in page and "called 3 times" not in page
+    assert "(3 times)" in page  # the block Linear, called 3 times per forward
 
 
 def test_trace_only_gives_torch_numbers(factory: Path, tmp_path: Path) -> None:

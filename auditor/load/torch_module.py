@@ -223,6 +223,18 @@ class TorchTruth:
         return sum(b.numel for b in self.buffers if b.kind in ("integer", "bool"))
 
     @property
+    def by_top_module(self) -> Mapping[str, tuple[int, int | None]]:
+        """Top-level module -> (its parameters, applied per forward), each Parameter counted once
+        under its first name (a tie belongs to the module that defines it first)."""
+        totals: dict[str, list[int | None]] = {}
+        for p in self.parameters:
+            top = p.names[0].split(".", 1)[0] if "." in p.names[0] else "(root)"
+            entry = totals.setdefault(top, [0, 0])
+            entry[0] = (entry[0] or 0) + p.numel
+            entry[1] = None if entry[1] is None or p.applications is None else entry[1] + p.numel * p.applications
+        return {top: (int(n or 0), applied) for top, (n, applied) in totals.items()}
+
+    @property
     def tied_names(self) -> Mapping[str, TieGroup]:
         """Every name of a tie group -> its group."""
         return {name: group for group in self.ties for name in group.names}

@@ -214,6 +214,7 @@ def torch_dict(truth: TorchTruth) -> dict[str, Any]:
         "repeated_modules": _plain(truth.repeated_modules),
         "uncalled": list(truth.uncalled),
         "buffers": _plain(truth.buffers),
+        "by_top_module": {top: {"params": n, "applied_params": applied} for top, (n, applied) in truth.by_top_module.items()},
     }
 
 
