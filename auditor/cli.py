@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -115,6 +116,9 @@ def build_compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ratio-factor", metavar="F", type=float, default=2.0,
                         help="flag a parameter ratio that differs from the compute or memory ratio by more than "
                         "this factor (default 2)")
+    parser.add_argument("--export-timeout", metavar="SECONDS", type=float, default=600.0,
+                        help="for a model given as file.py:factory (its code runs, in a child process): stop "
+                        "exporting after this long (default 600)")
     return parser
 
 
@@ -207,8 +211,6 @@ def run(argv: Sequence[str] | None) -> int:
     _check_common(args)
     request = _shape_request(args)
     claim = _claim(args.claim_params)
-    if not 0 < args.export_timeout <= 86_400:
-        raise AuditError("usage", f"--export-timeout must be in (0, 86400] seconds, got {args.export_timeout:g}")
     torch_target = not Path(args.model).exists() and ":" in args.model
     outputs = [args.model] + ([args.save_onnx] if args.save_onnx else [])
     _check_outputs(args, outputs)
@@ -311,22 +313,32 @@ def run_compare(argv: Sequence[str]) -> int:
         raise AuditError("usage", f"--ratio-factor must be above 1, got {args.ratio_factor:g}")
     request = _shape_request(args)
     _check_outputs(args, args.models)
-    from auditor.audit import audit_with_graph
+    from auditor.audit import audit_torch_target, audit_with_graph
     from auditor.comparison import compare
     from auditor.progress import progress_bar
 
     reports, graphs, errors = [], [], []
-    for path in args.models:
-        if not args.quiet:
-            sys.stderr.write(f"auditing {path}...\n")
-        with progress_bar(enabled=not args.quiet) as progress:
-            report, model = audit_with_graph(path, near=args.near, progress=progress, shapes=request)
-        if args.profile:
-            report, error = _profile(args, path, report, model)
-            if error is not None:
-                errors.append(error)
-        reports.append(report)
-        graphs.append(model)
+    folder = Path(tempfile.mkdtemp(prefix="auditor-export-"))  # exports of factory targets, removed at the end
+    try:
+        for index, path in enumerate(args.models):
+            if not args.quiet:
+                sys.stderr.write(f"auditing {path}...\n")
+            measured = path
+            with progress_bar(enabled=not args.quiet) as progress:
+                if not Path(path).exists() and ":" in path:  # a PyTorch model: exported first
+                    measured = str(folder / f"model{index}.onnx")
+                    report, model = audit_torch_target(path, measured, args.export_timeout, near=args.near,
+                                                       progress=progress, shapes=request)  # fmt: skip
+                else:
+                    report, model = audit_with_graph(path, near=args.near, progress=progress, shapes=request)
+            if args.profile:
+                report, error = _profile(args, measured, report, model)
+                if error is not None:
+                    errors.append(error)
+            reports.append(report)
+            graphs.append(model)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     _refuse_external_data(args, graphs)
     comparison = compare(reports, ratio_factor=args.ratio_factor)
     for _, _, module, _, function, path in _requested(args):
@@ -351,6 +363,8 @@ def _check_common(args: argparse.Namespace) -> None:
         raise AuditError("usage", f"--profile-runs must be at least 1, got {args.profile_runs}")
     if not 0 < args.profile_timeout <= 86_400:
         raise AuditError("usage", f"--profile-timeout must be in (0, 86400] seconds, got {args.profile_timeout:g}")
+    if not 0 < args.export_timeout <= 86_400:
+        raise AuditError("usage", f"--export-timeout must be in (0, 86400] seconds, got {args.export_timeout:g}")
 
 
 def _refuse_external_data(args: argparse.Namespace, graphs: Sequence[ModelGraph]) -> None:

@@ -112,3 +112,16 @@ def test_pt2_archive_counts_without_unpickling(factory: Path, tmp_path: Path) ->
     done = _run(str(archive), "--json", str(out), "-q")
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["torch"]["unique_params"] == sum(p.numel() for p in module.parameters()) == 472
+
+
+@pytest.mark.slow
+def test_compare_takes_a_pytorch_model_beside_an_onnx_file(factory: Path, tmp_path: Path) -> None:
+    saved, out = tmp_path / "saved.onnx", tmp_path / "c.json"
+    assert _run(f"{factory}:build", "--save-onnx", str(saved), "-q").returncode == 0
+    # one shape for both: a factory target alone would be costed at its example inputs, a file at the defaults
+    done = _run("compare", str(saved), f"{factory}:build", "--input-shape", "ids=2x6", "--json", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    second = document["models"][1]
+    assert second["report"]["torch"]["unique_params"] == 472  # exported and reconciled like a single audit
+    assert second["ratios"]["stored_params"] == 1.0 and second["ratios"]["macs"] == 1.0 and document["findings"] == []
