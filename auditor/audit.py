@@ -97,6 +97,12 @@ def analyse(
         params, duplicates, applications, totals, embedding_tables(applications), unused,
         sum(g.numel for g in generated), initial, banks,
     )  # fmt: skip
+    absent: tuple[str, ...] = () if model.has_graph else GRAPH_SECTIONS
+    ckpt = model.checkpoint
+    if ckpt is not None and ckpt.applied_params is not None and ckpt.architecture_params == counts.unique_params:
+        # the architecture built from config.json holds exactly these parameters: its forward's count holds
+        counts = dataclasses.replace(counts, applied_params=ckpt.applied_params, applied_params_lower_bound=ckpt.applied_params)
+        absent = tuple(section for section in absent if not section.startswith("applied"))
     shareable = near_duplicates(candidates, prints, tolerance, copy_head)
     repeated = describe_families(families, params, prints, dots, copy_head)
     unknown = unknown_roles(model, params)
@@ -145,7 +151,7 @@ def analyse(
         source=model.source,
         not_parameters=model.not_parameters,
         checkpoint=model.checkpoint,
-        absent=() if model.has_graph else GRAPH_SECTIONS,
+        absent=absent,
         claim=None if claim is None else ClaimCheck(claim.text, claim.value, tuple(claim_matches(counts, claim))),
         shareable=shareable,
         repeated_blocks=repeated,

@@ -107,6 +107,9 @@ class CheckpointInfo:
     state_dict_path: str  # where in a training checkpoint the model's state dict was found
     missing: tuple[str, ...]  # parameters of the architecture the checkpoint lacks
     unexpected: tuple[str, ...]  # checkpoint names the architecture does not have
+    architecture_params: int | None = None  # the architecture's own parameter count
+    applied_params: int | None = None  # what the architecture applies per forward (a meta-device forward)
+    applied_note: str = ""  # how that was counted, or why it could not be
 
 
 @dataclass(frozen=True)

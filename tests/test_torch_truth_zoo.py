@@ -57,3 +57,20 @@ def test_module_tree_adds_up_to_torch_counts() -> None:
     assert set(tree) == {name for name, _ in model.named_children()}
     assert sum(n for n, _ in tree.values()) == truth.unique_params
     assert sum(a or 0 for _, a in tree.values()) == truth.applied_params
+
+
+def test_albert_folder_gets_its_applied_count_from_the_architecture(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Hugging Face folder has no graph, but the architecture built from config.json on the meta
+    device runs one forward (shapes only): its applied count is the one worked out above."""
+    import auditor
+
+    model, _ = zoo.built("albert")
+    model.save_pretrained(tmp_path / "albert")
+    report = auditor.audit(tmp_path / "albert")
+    layer = sum(p.numel() for p in model.albert.encoder.albert_layer_groups[0].parameters())
+    total = sum(p.numel() for p in model.parameters())
+    table = model.albert.embeddings.word_embeddings.weight.numel()
+    assert report.counts.unique_params == total
+    assert report.counts.applied_params == layer * model.config.num_hidden_layers + (total - layer) + table
+    assert not any(section.startswith("applied") for section in report.absent)
+    assert "AUD102" in {f.code for f in report.findings}  # the shared layer hides compute, now visible

@@ -26,6 +26,6 @@ def load_model(path: str | os.PathLike[str], shapes: ShapeRequest | None = None)
     experts = (details.experts.n, details.experts.k) if details.experts is not None else None
     info = CheckpointInfo(
         details.architecture, details.architecture_note, experts, details.state_dict_path,
-        details.missing, details.unexpected,
+        details.missing, details.unexpected, details.architecture_params, details.applied_params, details.applied_note,
     )  # fmt: skip
     return replace(details.model, checkpoint=info)

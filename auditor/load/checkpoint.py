@@ -104,6 +104,9 @@ class CheckpointDetails:
     state_dict_path: str = ""  # where in a training checkpoint the model's state dict was found
     missing: tuple[str, ...] = ()  # parameters of the architecture the checkpoint lacks (a tie: its first name)
     unexpected: tuple[str, ...] = ()  # checkpoint names the architecture does not have
+    architecture_params: int | None = None  # the architecture's own parameter count
+    applied_params: int | None = None  # what the architecture applies per forward (meta-device forward)
+    applied_note: str = ""  # how that was counted, or why it could not be
 
 
 @dataclass(frozen=True)
@@ -706,6 +709,9 @@ class _Architecture:
     parameters: frozenset[str]
     buffers: frozenset[str]
     prefix: str  # base_model_prefix, for checkpoints saved without or with the head's prefix
+    unique_params: int = 0  # sum(p.numel() for p in model.parameters()) of the architecture
+    applied_params: int | None = None  # applied in one forward on the meta device (None: could not run)
+    applied_note: str = ""  # how the applied count was taken, or why it could not be
 
 
 def _architecture(folder: Path) -> tuple[_Architecture | None, str]:
@@ -748,7 +754,33 @@ def _architecture(folder: Path) -> tuple[_Architecture | None, str]:
     buffers = frozenset(name for name, _ in model.named_buffers(remove_duplicate=False))
     parameters = frozenset(name for names in groups.values() for name in names)
     ties = tuple(tuple(names) for names in groups.values() if len(names) > 1)
-    return _Architecture(class_name, ties, parameters, buffers, str(getattr(model, "base_model_prefix", "") or "")), ""
+    applied, note = _meta_applied(model, config)
+    unique = sum(p.numel() for p in model.parameters())
+    prefix = str(getattr(model, "base_model_prefix", "") or "")
+    return _Architecture(class_name, ties, parameters, buffers, prefix, unique, applied, note), ""
+
+
+_META_TOKENS = 8  # sequence length of the forward run on the meta device (applications do not depend on it)
+
+
+def _meta_applied(model: Any, config: Any) -> tuple[int | None, str]:
+    """Parameter elements the architecture applies per forward, counted with forward hooks on one
+    forward on the meta device (shapes only: no weights, no arithmetic)."""
+    import torch
+
+    from auditor.load.torch_module import ground_truth
+
+    ids = torch.zeros((1, _META_TOKENS), dtype=torch.long, device="meta")
+    inputs: dict[str, Any] = {"input_ids": ids}
+    if getattr(config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = ids
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            truth = ground_truth(model.eval(), inputs, digests=False)
+    except Exception as exc:  # noqa: BLE001 - data-dependent code (routing by nonzero) cannot run on meta
+        return None, f"one forward on the meta device failed ({_one_line(exc)})"
+    return truth.applied_params, f"forward hooks on one forward on the meta device, input_ids 1x{_META_TOKENS}"
 
 
 def _name_mapping(names: Sequence[str], arch: _Architecture) -> Callable[[str], str]:
@@ -872,6 +904,9 @@ def _finish(path: Path, loaded: _Loaded, folder: Path | None) -> CheckpointDetai
         state_dict_path=loaded.state_dict_path,
         missing=missing,
         unexpected=unexpected,
+        architecture_params=arch.unique_params if arch else None,
+        applied_params=arch.applied_params if arch else None,
+        applied_note=arch.applied_note if arch else "",
     )
 
 

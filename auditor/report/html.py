@@ -73,7 +73,8 @@ def _bars(report: Report) -> list[Bar]:
         ("embedding", "Embedding", c.embedding_params, human(c.embedding_params), ""),
     ]  # fmt: skip
     if report.absent:  # a checkpoint without a graph: these need one
-        rows[2] = ("applied", "Applied / forward", None, "unknown (needs a graph)", "")
+        if any(section.startswith("applied") for section in report.absent):
+            rows[2] = ("applied", "Applied / forward", None, "unknown (needs a graph)", "")
         rows[3] = ("embedding", "Embedding", None, "unknown (needs a graph)", "")
     if report.experts:
         rows.insert(2, ("active", "Active / token", c.active_params, human(c.active_params), ""))

@@ -111,8 +111,10 @@ def render_terminal(report: Report) -> str:
     """A few lines: the counts side by side, the cost, then the findings."""
     c = report.counts
     applied = human(c.applied_params) if c.applied_params is not None else f">= {human(c.applied_params_lower_bound)} (loop trip count unknown)"
-    if report.absent:
+    if any(section.startswith("applied") for section in report.absent):
         applied = "unknown (needs a graph)"
+    elif report.absent and report.checkpoint is not None and report.checkpoint.applied_note:
+        applied += " (from the architecture)"
     if c.applied_params is not None and c.applied_params_lower_bound != c.applied_params:
         applied = f"{human(c.applied_params_lower_bound)}-{human(c.applied_params)}"
     rows = [
