@@ -68,6 +68,7 @@ class Liveness:
     timeline: tuple[tuple[int, int], ...]  # (node position, bytes held while it runs), at most 400 points
     unknown_values: int  # activations of unknown size, counted as empty
     peak_position: int = -1  # the peak node's position in the schedule (-1: before any node)
+    peak_without_outputs_bytes: int = 0  # the peak with the main graph's outputs left out
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ class _LiveWalk:
         self.memo: dict[str, int] = {}
         self.unknown: set[str] = set()
         self.peak_at = -1  # the last walked scope's peak position (the main graph's, walked last)
+        self.peak_without_outputs = 0  # the same peak without the main graph's outputs (walked last)
         self.cache: dict[str, int | None] = cache if cache is not None else {}  # value -> bytes, shared by walks
         # with every input's shape fixed in the file, onnxruntime infers every shape; otherwise it
         # knows those the file states (exporters that write value_info) and proves nothing else equal
@@ -359,15 +361,28 @@ class _LiveWalk:
                 change[born[b]] += size
             if ends[b] < len(nodes):
                 change[ends[b] + 1] -= size
+        # the same sweep without the buffers of the main graph's outputs: onnxruntime allocates
+        # those apart from its memory-pattern block (one plan serves both figures)
+        outside = [0] * (len(nodes) + 1)
+        if main:
+            for b, size in enumerate(sizes):
+                if born[b] >= 0 and holders[b] and holders[b][0][1] in keep:  # a buffer made for an output
+                    outside[born[b]] += size
+                    if ends[b] < len(nodes):
+                        outside[ends[b] + 1] -= size
         peak, peak_at, total = starting, -1, starting
+        inner_peak, held_outside = starting, 0
         timeline: list[tuple[int, int]] = []
         for position, node in enumerate(nodes):
             total += change[position]
+            held_outside += outside[position]
             body = max((self.body_peak(s, depth + 1) for s in node.invokes), default=0)
             if total + body > peak:
                 peak, peak_at = total + body, position
+            inner_peak = max(inner_peak, total - held_outside + body)
             if record:
                 timeline.append((position, total + body))
+        self.peak_without_outputs = inner_peak
         at = [b for b in range(len(sizes)) if born[b] <= peak_at <= ends[b] and sizes[b]]
         largest = sorted(at, key=lambda b: -sizes[b])[:8]
         tensors = tuple(
@@ -405,7 +420,7 @@ def liveness(
     unknown = walk.unknown
     step = max(1, math.ceil(len(timeline) / _TIMELINE_POINTS))
     sampled = [max(timeline[i : i + step], key=lambda p: p[1]) for i in range(0, len(timeline), step)]
-    return Liveness(peak, node, op, tensors, tuple(sampled), len(unknown), walk.peak_at)
+    return Liveness(peak, node, op, tensors, tuple(sampled), len(unknown), walk.peak_at, walk.peak_without_outputs)
 
 
 def _folded(model: ModelGraph, expected: Mapping[str, float]) -> dict[str, int]:
@@ -479,10 +494,7 @@ def static_memory(
     planned = liveness(
         model, expected, alias_views=True, in_place=True, reuse=True, count_inputs=False, constants=constants, cache=cache
     )
-    pattern = liveness(
-        model, expected, alias_views=True, in_place=True, reuse=True, count_inputs=False, count_outputs=False,
-        constants=constants, cache=cache,
-    )  # fmt: skip
+    pattern_bytes = planned.peak_without_outputs_bytes
     weights = unique_bytes + generated_bytes
     # the session holds every stored tensor (duplicates too), the generated ones and the folded ones
     held = sum(t.nbytes for t in model.tensors.values()) + generated_bytes + sum(folded.values())
@@ -492,14 +504,14 @@ def static_memory(
         session_bytes=SESSION_FIXED_BYTES,
         # loading, then the NCHWc rewrite, then prepacking (beside the rewrite's kept copies)
         creation_bytes=held + max(largest, layout_peak, layout + packing),
-        running_bytes=held + prepacked + layout + planned.peak_bytes + pattern.peak_bytes,
+        running_bytes=held + prepacked + layout + planned.peak_bytes + pattern_bytes,
         activation_arena_bytes=planned.peak_bytes,
         weights_bytes=held,
         largest_bytes=largest,
         prepacked_bytes=prepacked,
         layout_bytes=layout,
         layout_peak_bytes=layout_peak,
-        pattern_bytes=pattern.peak_bytes,
+        pattern_bytes=pattern_bytes,
         folded_bytes=sum(folded.values()),
     )
     return StaticMemory(weights, dict(by_dtype), generated_bytes, plain, runtime)
