@@ -309,3 +309,14 @@ def test_a_function_called_twice_counts_twice(tmp_path: Path) -> None:
     compute = auditor.audit(path).compute
     # function bodies carry no inferred shapes: their ops are listed as unknown, never counted as zero silently
     assert compute is not None and compute.unknown_shape_ops == {"Add": 1, "Relu": 1} and not compute.complete
+
+
+def test_an_input_of_unknown_rank_is_not_taken_for_a_scalar(tmp_path: Path) -> None:
+    node = helper.make_node("Relu", ["x"], ["y"])
+    unranked = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)  # no shape at all
+    path = _save(tmp_path, "unranked", [node], [unranked], [_float("y", None)], [])
+    report = auditor.audit(path)
+    assert report.shapes is not None and "x" not in report.shapes.inputs
+    assert report.compute is not None and report.compute.unknown_shape_ops == {"Relu": 1}
+    fixed = auditor.audit(path, shapes=ShapeRequest(input_shapes={"x": (3, 4)}))
+    assert fixed.compute is not None and fixed.compute.flops == 12

@@ -83,6 +83,8 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
                     bindings[dim] = DimBinding(dim, size, "--input-shape")
             bound[value.name] = tuple(fixed)
             continue
+        if not tensor_type.HasField("shape"):  # rank unknown: only --input-shape can say it
+            continue
         shape = []
         for axis, dim in enumerate(dims):
             if isinstance(dim, int):
@@ -108,7 +110,7 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
     unused += [f"--dim {n}" for n, fam in family_names.items() if n in request.dims and n not in symbols
                and fam not in used_families]  # fmt: skip
     for value in inputs:  # written into the file's types: inference starts from concrete sizes
-        if value.name not in bound or not value.type.tensor_type.HasField("shape") and not bound[value.name]:
+        if value.name not in bound:
             continue
         shape_proto = value.type.tensor_type.shape
         del shape_proto.dim[:]
