@@ -33,7 +33,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("unique_params", "unique parameters", "params", lambda r: r.counts.unique_params),
     Metric("applied_params", "applied parameters", "params", lambda r: r.counts.applied_params),
     Metric("active_params", "active parameters", "params", lambda r: r.counts.active_params),
-    Metric("embedding_params", "embedding parameters", "params", lambda r: r.counts.embedding_params),
+    Metric("embedding_params", "embedding parameters", "params",
+           lambda r: None if r.absent else r.counts.embedding_params),  # without a graph: unknown, not 0
     Metric("stored_bytes", "stored bytes", "bytes", lambda r: r.counts.stored_bytes),
     Metric("unique_bytes", "unique bytes", "bytes", lambda r: r.counts.unique_bytes),
     Metric("macs", "MACs", "macs", lambda r: r.compute.macs if r.compute else None),
@@ -104,10 +105,13 @@ def _misleading(base: ModelColumn, other: ModelColumn, factor: float) -> list[Fi
     if params is None or params == 0:
         return []
     gaps = []
+    complete = all(c.report.compute is not None and c.report.compute.complete for c in (base, other))
     for key, label in _AGAINST:
         ratio = other.ratios.get(key)
         if ratio is None or ratio == 0:
             continue
+        if key == "macs" and not complete:
+            continue  # MACs with uncosted ops or unknown shapes are a lower bound: no ratio to judge by
         if key == "static_plain_peak_bytes" and other.ratios.get("measured_peak_bytes") is not None:
             continue  # measured memory, where there is one, speaks for memory
         gap = max(ratio / params, params / ratio)

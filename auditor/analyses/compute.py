@@ -71,7 +71,9 @@ class Compute:
     flops: int
     macs_lower_bound: int  # each If at its lightest branch, unknown trip counts at one
     flops_lower_bound: int
-    by_op_type: tuple[OpTypeCost, ...]  # heaviest first
+    # heaviest first; every node counted, the nodes of both branches of an If included (the
+    # totals above take one branch): the table says where compute is, not what one forward sums to
+    by_op_type: tuple[OpTypeCost, ...]
     nodes: tuple[NodeCost, ...]  # every node with a cost, heaviest first
     uncosted_ops: Mapping[str, int]  # op types the vocabulary cannot cost -> nodes
     unknown_shape_ops: Mapping[str, int]  # costable nodes whose shapes stayed unknown -> count
@@ -314,7 +316,10 @@ def node_cost(node: OpNode, shape: Callable[[str], Shape | None]) -> tuple[float
     if node.cost is Cost.FREE or node.cost is Cost.CONTROL:
         return 0.0, 0.0
     formula = _FORMULAS.get(node.cost)
-    return formula(node, shape) if formula is not None else None
+    cost = formula(node, shape) if formula is not None else None
+    if cost is not None and not (math.isfinite(cost[0]) and math.isfinite(cost[1])):
+        return None  # sizes beyond any machine (a hostile file's dims): unknown, not infinite
+    return cost
 
 
 def routed_tokens(model: ModelGraph) -> dict[str, float]:

@@ -48,7 +48,7 @@ def _itemsize_bits(dtype: str | None) -> int:
         return 32
     if dtype.startswith("float8"):
         return 8
-    return _BITS.get(dtype, 32)
+    return _BITS.get(dtype, 0)  # strings and types without a fixed size: unknown
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,9 @@ def value_bytes(model: ModelGraph, value: str, expected: Mapping[str, float]) ->
             elements *= expected[dim]
         else:
             return None
-    return math.ceil(elements * _itemsize_bits(model.dtypes.get(value)) / 8)
+    bits = _itemsize_bits(model.dtypes.get(value))
+    total = elements * bits / 8 if bits else math.inf
+    return math.ceil(total) if math.isfinite(total) else None  # unknown type, or sizes beyond any machine
 
 
 def _is_alias(node: OpNode) -> bool:

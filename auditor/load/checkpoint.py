@@ -442,7 +442,7 @@ def _torch_file(path: Path) -> _Loaded:
             loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as exc:
         raise AuditError("unsafe-pickle", f"{path}: {_unsafe_reason(path, zipped, exc)}") from None
-    except (RuntimeError, ValueError, EOFError, OSError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt pickle fails in many ways (IndexError...)
         raise AuditError("invalid-checkpoint", f"{path}: not a readable torch checkpoint ({_one_line(exc)})") from None
     return _from_torch_object(path, loaded)
 
@@ -509,15 +509,29 @@ def _is_optimizer_state(key: str, value: object) -> bool:
     return "optim" in key.lower() or (isinstance(value, Mapping) and "state" in value and "param_groups" in value)
 
 
+_MAX_NODES = 1_000_000  # values in one checkpoint's nested containers: far above any real one
+
+
 def _nodes(loaded: object, max_depth: int = 64) -> Iterator[_Node]:
-    """Every value of nested dicts, lists and tuples, containers before their items."""
+    """Every value of nested dicts, lists and tuples, containers before their items. A container
+    reached twice (an unpickled object may share references: a dict holding the same dict twice,
+    40 deep, is 2^40 paths) is walked once."""
     stack = [(_Node((), loaded, _is_optimizer_state("", loaded)), 0)]
+    seen: set[int] = set()
+    visited = 0
     while stack:
         node, depth = stack.pop()
+        visited += 1
+        if visited > _MAX_NODES:
+            raise AuditError("invalid-checkpoint", f"the checkpoint nests more than {_MAX_NODES:,} values; refusing to walk it")
         yield node
         value = node.value
         if depth >= max_depth:
             continue
+        if isinstance(value, (Mapping, list, tuple)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
         items: list[tuple[str, object]] = []
         if isinstance(value, Mapping):
             items = [(str(k), v) for k, v in value.items()]
@@ -582,7 +596,11 @@ def _torch_reader(tensor: torch.Tensor) -> Callable[[], np.ndarray]:
         if special is not None:  # numpy lacks the type: the same bytes under ml_dtypes' type
             raw = value.contiguous().reshape(-1).view(torch.uint8).numpy()
             return raw.view(special).reshape(tuple(value.shape))
-        return value.numpy()
+        try:
+            return value.numpy()
+        except TypeError:  # a type neither numpy nor ml_dtypes has (AMD's fp8 fnuz...): its raw bytes
+            raw = value.contiguous().reshape(-1).view(torch.uint8).numpy()
+            return raw.view(np.dtype(f"u{value.element_size()}")).reshape(tuple(value.shape))
 
     return read
 
@@ -668,6 +686,8 @@ def _load_folder(folder: Path) -> CheckpointDetails:
         raise AuditError("not-a-checkpoint", f"{file}: not a safetensors or torch checkpoint")
     loaded = _load_file(file, kind)
     config_path = folder / "config.json"
+    if config_path.is_file() or config_path.is_symlink():
+        config_path = inside_folder(folder, "config.json", "config.json")  # never read a file outside the folder
     config: Any = _read_json(config_path, "config.json") if config_path.is_file() else None
     if not isinstance(config, dict):
         config = None
@@ -730,6 +750,10 @@ def _architecture(folder: Path) -> tuple[_Architecture | None, str]:
         for value in mapping.values()
         for name in (value if isinstance(value, (list, tuple)) else (value,))
     }
+    raw = _read_json(folder / "config.json", "config.json")
+    oversized = _oversized(raw)
+    if oversized:  # building the model on the meta device still makes one Python object per layer
+        return None, f"config.json asks for {oversized}: the architecture was not built"
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity(logging.ERROR)
     try:
@@ -758,6 +782,27 @@ def _architecture(folder: Path) -> tuple[_Architecture | None, str]:
     unique = sum(p.numel() for p in model.parameters())
     prefix = str(getattr(model, "base_model_prefix", "") or "")
     return _Architecture(class_name, ties, parameters, buffers, prefix, unique, applied, note), ""
+
+
+# Counts in config.json above which building the architecture (in this process) is refused: far
+# above any real model (the largest have about 128 layers, 256 experts, 128 heads).
+_CONFIG_LIMIT = 4096
+_COUNT_WORDS = ("layer", "block", "expert", "head", "group")
+
+
+def _oversized(config: object, depth: int = 0) -> str:
+    """A count in config.json large enough to make building the model a denial of service ('' if none)."""
+    if depth > 8 or not isinstance(config, dict):
+        return ""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            inner = _oversized(value, depth + 1)
+            if inner:
+                return inner
+        elif (isinstance(value, int) and not isinstance(value, bool) and value > _CONFIG_LIMIT
+              and any(word in str(key).lower() for word in _COUNT_WORDS)):  # fmt: skip
+            return f"{key} = {value:,}"
+    return ""
 
 
 _META_TOKENS = 8  # sequence length of the forward run on the meta device (applications do not depend on it)

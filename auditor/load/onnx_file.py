@@ -217,7 +217,7 @@ def _source(node: onnx.NodeProto) -> str:
         if entry.key == "pkg.torch.onnx.name_scopes" and len(entry.value) <= 4096:
             try:
                 scopes = ast.literal_eval(entry.value)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 return ""
             if isinstance(scopes, list) and scopes and all(isinstance(s, str) for s in scopes):
                 module = ".".join(s for s in scopes[:-1] if s)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+from fractions import Fraction
 from collections import Counter
 from typing import Callable, Iterator, Mapping
 
@@ -256,12 +257,15 @@ def infer_shapes(model: onnx.ModelProto, request: ShapeRequest) -> tuple[ShapeIn
         graph.value_info.extend(original_value_info)
 
 
-_BINARY: dict[type, Callable[[int, int], int]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod, ast.Div: operator.floordiv,
+# exact rational arithmetic: "ceiling(s0/2)" must round 5/2 up, not floor it first
+_BINARY: dict[type, Callable[[Fraction, Fraction], Fraction]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.FloorDiv: lambda a, b: Fraction(a // b), ast.Mod: operator.mod, ast.Div: operator.truediv,
 }  # fmt: skip
-_CALLS: dict[str, Callable[..., int]] = {"Min": min, "Max": max, "min": min, "max": max, "floor": int, "ceiling": math.ceil,
-                                         "FloorDiv": operator.floordiv, "Mod": operator.mod}  # fmt: skip
+_CALLS: dict[str, Callable[..., Fraction]] = {
+    "Min": min, "Max": max, "min": min, "max": max, "floor": lambda a: Fraction(math.floor(a)),
+    "ceiling": lambda a: Fraction(math.ceil(a)), "FloorDiv": lambda a, b: Fraction(a // b), "Mod": operator.mod,
+}  # fmt: skip
 
 
 def evaluate_dim(expression: str, sizes: Mapping[str, int]) -> int | None:
@@ -276,26 +280,28 @@ def evaluate_dim(expression: str, sizes: Mapping[str, int]) -> int | None:
     except (SyntaxError, ValueError):
         return None
 
-    def value(node: ast.AST) -> int:
+    def value(node: ast.AST) -> Fraction:
         if isinstance(node, ast.Expression):
             return value(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            return Fraction(node.value)
         if isinstance(node, ast.Name) and node.id in sizes:
-            return sizes[node.id]
+            return Fraction(sizes[node.id])
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             return _BINARY[type(node.op)](value(node.left), value(node.right))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return -value(node.operand)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS and not node.keywords:
-            return int(_CALLS[node.func.id](*(value(a) for a in node.args)))
+            return Fraction(_CALLS[node.func.id](*(value(a) for a in node.args)))
         raise ValueError("unsupported")
 
     try:
         result = value(tree)
-    except (ValueError, ZeroDivisionError, TypeError):
+    except (ValueError, ZeroDivisionError, TypeError, OverflowError):
         return None
-    return result if result >= 0 else None
+    if result.denominator != 1 or result < 0:  # a size is a whole number
+        return None
+    return int(result)
 
 
 def resolve(

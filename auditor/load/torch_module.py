@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -974,7 +975,7 @@ def is_pt2_archive(path: str | os.PathLike[str]) -> bool:
             return False
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, ValueError, zipfile.BadZipFile):  # ValueError: an entry name that is not UTF-8
         return False
     return any(re.fullmatch(r"(?:.+/)?models/[^/]+\.json", n) for n in names) or any(
         n.endswith("serialized_exported_program.json") for n in names
@@ -1013,7 +1014,7 @@ def load_pt2(path: str | os.PathLike[str], allow_pickle: bool = False) -> TorchT
 
 
 # the archive's JSON entries (graph, signature, configs) are read whole: refuse absurd sizes
-_PT2_JSON_LIMIT = 1 << 30
+_PT2_JSON_LIMIT = 256 << 20  # a program's JSON: far above real ones, small enough to parse in memory
 
 
 def _pt2_json(file: Path) -> tuple[list[_Lifted], dict[str, int]]:
@@ -1049,8 +1050,9 @@ def _pt2_json(file: Path) -> tuple[list[_Lifted], dict[str, int]]:
                 config_entry = root + config_name
                 configs[kind] = read_json(config_entry)["config"] if config_entry in names else {}
             return _parse_program(program, configs, file)
-        except (KeyError, IndexError, ValueError, TypeError, AttributeError, RecursionError) as exc:
-            raise AuditError("pt2-format", f"{file.name}: unreadable torch.export archive ({_one_line(exc)})") from exc
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError, RecursionError, NotImplementedError,
+                RuntimeError, zipfile.BadZipFile, zlib.error, EOFError) as exc:  # fmt: skip
+            raise AuditError("pt2-format", f"{file.name}: unreadable torch.export archive ({_one_line(exc)})") from None
 
 
 def _parse_program(

@@ -26,7 +26,7 @@ _SPECIAL = set("\\`*_[]<>|~&")
 def escape(text: str, most: int | None = None) -> str:
     """``text`` as literal Markdown: markup characters (``|`` and backticks among them)
     backslash-escaped, line breaks made spaces, cut to ``most`` characters with an ellipsis."""
-    flat = " ".join(text.split("\n"))
+    flat = " ".join(text.splitlines())  # \r, \u2028... too: a name must not start a line of its own
     if most is not None and len(flat) > most:
         flat = flat[: most - 1] + "…"
     return "".join("\\" + c if c in _SPECIAL else c for c in flat)
