@@ -63,6 +63,21 @@ def test_every_figure_is_read_into_the_columns(tmp_path: Path) -> None:
     assert columns[1].ratios["latency_median_ms"] == pytest.approx(0.5)
 
 
+def test_embedding_parameters_of_a_graph_are_known(tmp_path: Path) -> None:
+    # token ids [1, 8] look up a [10, 32] table (320 embedding parameters), then the chain's MatMul by [32, 32]
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((10, 32)).astype(np.float32), "table")
+    w = numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), "w")
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("MatMul", ["e", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "embed", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [table, w])  # fmt: skip
+    path = tmp_path / "embed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    columns = compare([auditor.audit(path), auditor.audit(_chain(tmp_path, "six", 6))]).models
+    assert columns[0].values["embedding_params"] == 320 and columns[1].values["embedding_params"] == 0
+    assert columns[1].ratios["embedding_params"] == 0.0
+
+
 def test_a_gap_of_exactly_the_factor_is_no_finding_and_above_it_is(tmp_path: Path) -> None:
     # 6 vs 3 distinct weights, same MACs: parameter ratio 1/2, MACs ratio 1: off by exactly 2 = the default factor
     six, three = auditor.audit(_chain(tmp_path, "six", 6)), auditor.audit(_chain(tmp_path, "three", 3))
@@ -91,6 +106,22 @@ def test_the_same_parameters_doing_four_times_the_work_is_flagged(tmp_path: Path
     long = auditor.audit(path, shapes=ShapeRequest(dims={"seq": 32}))
     (found,) = compare([short, long]).findings
     assert found.evidence["param_ratio"] == 1.0 and found.evidence["macs_ratio"] == pytest.approx(4.0)
+
+
+def test_macs_with_an_uncosted_op_are_not_judged(tmp_path: Path) -> None:
+    """The other model applies one weight 6 times (1/6 of the parameters at the same MACs: off by
+    6), but ends in a vendor op nothing can cost: its MACs are a lower bound, so no MACs gap.
+    Memory: 4,096 + 2 x 1,024 bytes against 24,576 + 2,048, a ratio of 0.23, off by only 1.4."""
+    six = auditor.audit(_chain(tmp_path, "six", 6))
+    path = _chain(tmp_path, "shared", 1)
+    model = onnx.load(path)
+    model.graph.node.append(helper.make_node("Mystery", ["h5"], ["z"], domain="vendor"))
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    model.opset_import.append(helper.make_opsetid("vendor", 1))
+    onnx.save(model, path)
+    shared = auditor.audit(path)
+    assert shared.compute is not None and not shared.compute.complete and shared.compute.macs == 6 * 8 * 32 * 32
+    assert compare([six, shared]).findings == ()
 
 
 def test_a_baseline_without_parameters_has_no_ratio_and_raises_nothing(tmp_path: Path) -> None:

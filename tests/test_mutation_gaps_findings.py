@@ -5,6 +5,7 @@ the real one. Counts are worked by hand, in the test, from the models and figure
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import auditor
 from auditor.analyses.counts import Counts, DtypeCount
-from auditor.findings import claim_finding, claim_matches, parse_claim
+from auditor.findings import _precision_findings, claim_finding, claim_matches, parse_claim
 
 
 def _audit_findings(tmp_path: Path, nodes: list[onnx.NodeProto], x_type: int, inits: list[onnx.TensorProto], y_type: int) -> dict:
@@ -45,6 +46,29 @@ def test_two_dtypes_of_the_same_width_are_not_mixed_precision(tmp_path: Path) ->
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Cast", ["bias"], ["b16"], to=TensorProto.FLOAT16),
              helper.make_node("Add", ["h", "b16"], ["y"])]  # fmt: skip
     assert "AUD113" not in _audit_findings(tmp_path, nodes, TensorProto.FLOAT16, [w, bias], TensorProto.FLOAT16)
+
+
+def test_a_few_float32_norms_beside_half_precision_weights_are_not_flagged(tmp_path: Path) -> None:
+    # float16 W [64, 64]: 8,192 B; a float32 scale [64]: 256 B, 3% of the 8,448 stored bytes (under 5%)
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float16), "w")
+    gamma = numpy_helper.from_array(np.ones(64, np.float32), "gamma")
+    nodes = [helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16), helper.make_node("MatMul", ["x16", "w"], ["h16"]),
+             helper.make_node("Cast", ["h16"], ["h"], to=TensorProto.FLOAT), helper.make_node("Mul", ["h", "gamma"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "p", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, gamma])  # fmt: skip
+    path = tmp_path / "norm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    report = auditor.audit(path)
+    assert {d: (c.params, c.bytes) for d, c in report.counts.by_dtype.items()} == {"float16": (4096, 8192), "float32": (64, 256)}
+    assert "AUD113" not in {f.code for f in report.findings}
+
+
+def test_a_second_precision_holding_exactly_five_percent_of_the_bytes_is_flagged() -> None:
+    # float32: 19 parameters, 76 B; float16: 2 parameters, 4 B = 5% of the 80 stored bytes
+    by_dtype = {"float32": DtypeCount(19, 76), "float16": DtypeCount(2, 4)}
+    counts = replace(_counts(21, 21, 21, 21), stored_bytes=80, unique_bytes=80, by_dtype=by_dtype)
+    (found,) = _precision_findings(counts)
+    assert found.evidence["bytes_per_param"] == {"float32": 4.0, "float16": 2.0}
 
 
 def _counts(stored: int, unique: int, applied: int | None, active: int, embedding: int = 0) -> Counts:

@@ -65,6 +65,15 @@ def test_float8_activations_take_one_byte_per_element(tmp_path: Path) -> None:
     assert liveness(graph).peak_bytes == KIB4 + 1024
 
 
+def test_a_string_activation_has_no_known_size(tmp_path: Path) -> None:
+    # x -> Cast s (string: no fixed size, unknown, counted as empty) -> Cast y (float32): 4 KiB live at each node
+    nodes = [helper.make_node("Cast", ["x"], ["s"], to=TensorProto.STRING), helper.make_node("Cast", ["s"], ["y"], to=TensorProto.FLOAT)]
+    graph = _graph(tmp_path, nodes, [("y", TensorProto.FLOAT)])
+    assert graph.dtypes.get("s") == "string"
+    found = liveness(graph)
+    assert (found.peak_bytes, found.unknown_values) == (KIB4, 1)
+
+
 def test_a_constant_counts_nothing_and_its_buffer_is_never_reused(tmp_path: Path) -> None:
     """wt = Transpose(W [1024, 1]) is computed at session creation (a constant, 0 bytes here);
     a = x + wt; e = Exp(a); y = Exp(e), the output. All [1, 1024] float32.

@@ -73,6 +73,24 @@ def test_shape_arithmetic_resolves_to_numbers(tmp_path: Path) -> None:
     assert report.compute is not None and report.compute.macs == 2 * 16 * 4 and report.compute.complete
 
 
+def test_shape_arithmetic_from_a_constant_node_resolves_to_numbers(tmp_path: Path) -> None:
+    # x [2,4,4] reshaped to the Constant node's [2, 16] (a small tensor: kept for data propagation), times [16, 4]
+    target = helper.make_node("Constant", [], ["target"], value=numpy_helper.from_array(np.array([2, 16], np.int64)))
+    nodes = [target, helper.make_node("Reshape", ["x", "target"], ["x2"]), helper.make_node("MatMul", ["x2", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "constant", [_float("x", [2, 4, 4])], [_float("y", None)], [_ones("w", 16, 4)])
+    report = auditor.audit(_save(tmp_path, graph))
+    assert report.compute is not None and report.compute.macs == 2 * 16 * 4 and report.compute.complete
+
+
+def test_a_stale_output_shape_in_the_file_does_not_stop_inference(tmp_path: Path) -> None:
+    # the file states y at the traced sequence, 128; bound at seq 16 the MatMul is x [1,16,8] x [8,4]: 16*8*4 MACs
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "stale", [_float("x", ["batch", "seq", 8])], [_float("y", [1, 128, 4])], [_ones("w", 8, 4)])
+    report = auditor.audit(_save(tmp_path, graph), shapes=ShapeRequest(dims={"seq": 16}))
+    assert report.shapes is not None and report.shapes.inferred == "onnx"
+    assert report.compute is not None and report.compute.macs == 16 * 8 * 4
+
+
 def test_shapes_inside_a_loop_body_are_inferred(tmp_path: Path) -> None:
     """Loop of 3 trips; the body: m = s [1,4] x w [4,4]; r = Relu(m); n = r + s, n the body's
     output. m and r are stated nowhere: only inference inside the body knows them.
@@ -161,19 +179,26 @@ def test_inference_leaves_every_tensor_of_the_model_as_it_was(tmp_path: Path) ->
     assert not typed.HasField("raw_data") and len(typed.float_data) == 32 * 64
     small = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "c")  # 128 B: stays, feeds inference
     big_constant = helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32)))
+    # a Constant whose data lies in an external file (never read for shapes): left exactly as stated
+    outside = onnx.TensorProto(name="outside", dims=[32, 64], data_type=F, data_location=TensorProto.EXTERNAL)
+    entry = outside.external_data.add()
+    entry.key, entry.value = "location", "weights.bin"
+    external_constant = helper.make_node("Constant", [], ["k2"], value=outside)
     branch = helper.make_graph([helper.make_node("MatMul", ["h", "inner"], ["t"])], "then", [], [_float("t", None)],
                                [numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), "inner")])  # fmt: skip
     other = helper.make_graph([helper.make_node("Relu", ["h"], ["e"])], "else", [], [_float("e", None)])
     nodes = [helper.make_node("MatMul", ["x", "raw"], ["h"]), helper.make_node("MatMul", ["h", "typed"], ["g"]),
              big_constant, helper.make_node("MatMul", ["h", "k"], ["g2"]), helper.make_node("Add", ["h", "c"], ["a"]),
+             external_constant, helper.make_node("MatMul", ["h", "k2"], ["g3"]),
              helper.make_node("If", ["flag"], ["z"], then_branch=branch, else_branch=other)]  # fmt: skip
     graph = helper.make_graph(nodes, "big", [_float("x", ["batch", 64]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
-                              [_float("g", None), _float("g2", None), _float("a", None), _float("z", None)], [raw, typed, small])  # fmt: skip
+                              [_float("g", None), _float("g2", None), _float("g3", None), _float("a", None), _float("z", None)],
+                              [raw, typed, small])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     before = _canonical(model)
     info, found = infer_shapes(model, ShapeRequest(batch=3))
     assert info.inferred == "onnx" and info.inputs["x"] == (3, 64)
-    assert (found[()]["g"], found[()]["g2"], found[()]["a"]) == ((3, 64), (3, 64), (3, 32))
+    assert (found[()]["g"], found[()]["g2"], found[()]["g3"], found[()]["a"]) == ((3, 64), (3, 64), (3, 64), (3, 32))
     assert _canonical(model) == before  # bindings, value_info and every tensor's data put back
 
 
@@ -186,6 +211,8 @@ def test_exporter_sizes_complete_the_inferred_ones() -> None:
     assert resolve((None, 4), None, sizes) is None  # unknown and unnamed
     assert evaluate_dim("sequence length", sizes) == 7  # a bound name, even one that is no expression
     assert evaluate_dim("s70 - 40", sizes) == 0  # an empty past (a KV cache at its first step)
+    assert evaluate_dim("FloorDiv(s70, 3)", sizes) == 13 and evaluate_dim("Mod(s70, 3)", sizes) == 1  # 40 = 3 * 13 + 1
+    assert evaluate_dim("ceiling(s70/3)", sizes) == 14 and evaluate_dim("floor(s70/3)", sizes) == 13
     assert evaluate_dim("s70 - 41", sizes) is None
 
 
