@@ -198,8 +198,8 @@ def audit_with_graph(
     shapes: ShapeRequest | None = None,
     claim: Claim | None = None,
 ) -> tuple[Report, ModelGraph]:
-    """Audit one ONNX file, costed at the input shapes ``shapes`` binds; also return the
-    loaded graph (for GraphML export and measuring)."""
+    """Audit one model file (ONNX, or a checkpoint: see ``auditor.load.any``), costed at the input
+    shapes ``shapes`` binds; also return the loaded graph (for GraphML export and measuring)."""
     with _no_cyclic_gc():
         model = load_model(path, shapes)
         return analyse(model, near=near, progress=progress, claim=claim), model
@@ -245,7 +245,7 @@ def audit(
     shapes: ShapeRequest | None = None,
     claim: Claim | None = None,
 ) -> Report:
-    """Audit one ONNX file."""
+    """Audit one model file (ONNX, or a checkpoint without a graph)."""
     return audit_with_graph(path, near=near, progress=progress, shapes=shapes, claim=claim)[0]
 
 
