@@ -320,3 +320,12 @@ def test_an_input_of_unknown_rank_is_not_taken_for_a_scalar(tmp_path: Path) -> N
     assert report.compute is not None and report.compute.unknown_shape_ops == {"Relu": 1}
     fixed = auditor.audit(path, shapes=ShapeRequest(input_shapes={"x": (3, 4)}))
     assert fixed.compute is not None and fixed.compute.flops == 12
+
+
+def test_grouped_query_attention_3d_counts_every_query_head(tmp_path: Path) -> None:
+    # q [2, 8, 4 heads x 16], k/v [2, 10, 2 heads x 16]: each of 4 query heads attends over 10 keys
+    q, k, v = _float("q", [2, 8, 64]), _float("k", [2, 10, 32]), _float("v", [2, 10, 32])
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], q_num_heads=4, kv_num_heads=2)
+    path = _save(tmp_path, "gqa", [node], [q, k, v], [_float("y", None)], [], opset=23)
+    compute = auditor.audit(path).compute
+    assert compute is not None and compute.macs == 2 * (2 * 4 * 8 * 10 * 16)

@@ -52,3 +52,6 @@ def test_macs_match_torch_flop_counter(name: str, exporter: str, zoo_dir: Path) 
     assert report.compute is not None
     assert 2 * report.compute.macs == pytest.approx(expected, rel=0.03)
     assert not report.compute.uncosted_ops
+    if name == "per_expert_moe":  # each expert's tokens at their expectation: 2 x 8 tokens x k=2 / n=4
+        tokens = exported.inputs["input_ids"].numel()
+        assert report.compute.routed_tokens and set(report.compute.routed_tokens.values()) == {tokens * 2 / 4}

@@ -249,7 +249,13 @@ def _attention(node: OpNode, shape: Callable[[str], Shape | None]) -> tuple[floa
     if q is None or k is None or v is None or len(q) not in (3, 4) or len(k) != len(q):
         return None
     keys = k[-2]
-    macs = _product(q[:-1]) * keys * (q[-1] + v[-1])
+    values = v[-1]
+    if len(q) == 3:  # [batch, tokens, heads x size]: fewer KV heads serve every query head (GQA)
+        q_heads = node.attrs.get("q_num_heads") or node.attrs.get("num_heads")
+        kv_heads = node.attrs.get("kv_num_heads")
+        if isinstance(q_heads, int) and isinstance(kv_heads, int) and kv_heads > 0:
+            values = v[-1] * q_heads / kv_heads
+    macs = _product(q[:-1]) * keys * (q[-1] + values)
     heads = q[1] if len(q) == 4 else float(node.attrs.get("num_heads") or node.attrs.get("q_num_heads") or 1)
     scores = (q[0] * heads * q[-2] * keys) if len(q) == 4 else q[0] * heads * q[1] * keys
     return macs, 2 * macs + 3 * scores
@@ -354,8 +360,9 @@ def compute_cost(model: ModelGraph, loop_table: Mapping[str, LoopInfo], blocks: 
     for node in model.nodes.values():
         if node.routing is not None and node.routing.group is not None:
             group = model.nodes.get(node.routing.group)
-            if group is not None and group.outputs:
-                by_group[node.routing.group] = group.outputs[0]
+            dims = model.shapes.get(group.outputs[0]) if group is not None and group.outputs else None
+            if dims and isinstance(dims[0], str):  # the run-time size the expectation is keyed by
+                by_group[node.routing.group] = dims[0]
     shape = _Shapes(model, {k: v for k, v in expected.items()})
     own: dict[str, tuple[float, float]] = {}
     uncosted: dict[str, int] = defaultdict(int)
