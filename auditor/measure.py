@@ -116,7 +116,7 @@ def measure(
         "warmup": warmup,
         "threads": threads,
     }
-    out, err, returncode, timed_out, over_cap = _run_child(json.dumps(request).encode(), timeout_s, cap)
+    out, err, returncode, timed_out, over_cap = run_limited(_CHILD, json.dumps(request).encode(), timeout_s, cap)
     if over_cap is not None:
         raise ProfileError(
             "profile-memory",
@@ -129,7 +129,7 @@ def measure(
         )
     result = _last_json(out)
     if result is None:
-        raise ProfileError("profile-failed", f"measuring {path.name} failed: {_crash_reason(returncode, err)}")
+        raise ProfileError("profile-failed", f"measuring {path.name} failed: {crash_reason(returncode, err)}")
     if not result.get("ok"):
         slug = str(result.get("slug", "profile-failed"))
         raise ProfileError(slug, str(result.get("message", "the measuring process gave no reason")))
@@ -147,12 +147,14 @@ def measure(
     )
 
 
-def _run_child(request: bytes, timeout_s: float, cap: int) -> tuple[bytes, bytes, int, bool, int | None]:
-    """Run the child to completion or until stopped: (stdout, stderr, returncode, timed out, RSS over cap)."""
+def run_limited(script: Path, request: bytes, timeout_s: float, cap: int) -> tuple[bytes, bytes, int, bool, int | None]:
+    """Run ``script`` in a child process fed ``request`` on stdin, to completion or until stopped by
+    the time limit or the memory cap: (stdout, stderr, returncode, timed out, RSS over cap). Shared
+    by measuring and by the torch front end's export."""
     # Its own session (and so process group): stopping it kills anything it started too, and a
     # Ctrl-C in the terminal reaches only the parent, which then stops the child below.
     proc = subprocess.Popen(
-        [sys.executable, str(_CHILD)],
+        [sys.executable, str(script)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -286,14 +288,14 @@ def _last_json(out: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _crash_reason(returncode: int, err: bytes) -> str:
+def crash_reason(returncode: int, err: bytes) -> str:
     """One line saying why the child ended without a result."""
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        reason = f"the measuring process was killed by {name}"
+        reason = f"the child process was killed by {name}"
         if -returncode == signal.SIGKILL:
             reason += " (possibly by the kernel for lack of memory)"
         return reason
@@ -301,7 +303,7 @@ def _crash_reason(returncode: int, err: bytes) -> str:
     # last too, so the last non-empty stderr line is the most telling one.
     lines = [x.strip() for x in err.decode("utf-8", errors="replace").splitlines() if x.strip()]
     detail = lines[-1][:300] if lines else "no error message"
-    return f"the measuring process exited with status {returncode}: {detail}"
+    return f"the child process exited with status {returncode}: {detail}"
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

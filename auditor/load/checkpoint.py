@@ -38,7 +38,7 @@ import numpy as np
 
 from auditor.errors import AuditError
 from auditor.graph import ExternalRef, ModelGraph, NonParameter, Scope, TensorInfo
-from auditor.load.tensor_data import tensor_chunks
+from auditor.load.tensor_data import memmap_reader, tensor_chunks
 
 if TYPE_CHECKING:
     import torch
@@ -297,7 +297,7 @@ def _safetensors(path: Path) -> list[_Stored]:
         ref = ExternalRef(resolved, data_start + begin, end - begin)
         info = TensorInfo(
             id=name, name=name, scope="", origin="initializer", dtype=dtype_name, shape=shape, nbytes=end - begin,
-            external=ref, reader=_memmap_reader(ref, np_dtype, shape), chunker=tensor_chunks,
+            external=ref, reader=memmap_reader(ref, np_dtype, shape), chunker=tensor_chunks,
         )  # fmt: skip
         stored.append(_Stored(info, None))
     _check_ranges(path, ranges, data_size)
@@ -344,17 +344,6 @@ def _check_ranges(path: Path, ranges: list[tuple[int, int, str]], data_size: int
         position = end
     if position != data_size:
         raise AuditError("invalid-checkpoint", f"{path}: {data_size - position} bytes after the last tensor")
-
-
-def _memmap_reader(ref: ExternalRef, dtype: np.dtype, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
-    numel = math.prod(shape)
-
-    def read() -> np.ndarray:
-        if numel == 0:
-            return np.zeros(shape, dtype=dtype)
-        return np.memmap(ref.path, dtype=dtype, mode="r", offset=ref.offset, shape=(numel,)).reshape(shape)
-
-    return read
 
 
 # ---- sharded checkpoints ------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 
 from auditor.errors import AuditError
 from auditor.graph import ExternalRef, TensorInfo
-from auditor.load.tensor_data import Chunks, tensor_chunks
+from auditor.load.tensor_data import Chunks, memmap_reader, tensor_chunks
 
 _PLAIN = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
           "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}  # fmt: skip
@@ -194,7 +194,7 @@ def read_gguf(path: Path) -> GgufContents:
         if plain is not None:
             info = TensorInfo(
                 id=entry.name, name=entry.name, scope="", origin="initializer", dtype=plain, shape=shape,
-                nbytes=nbytes, external=ref, reader=_plain_reader(ref, _numpy_dtype(plain), shape),
+                nbytes=nbytes, external=ref, reader=memmap_reader(ref, _numpy_dtype(plain), shape),
                 chunker=tensor_chunks,
             )  # fmt: skip
         else:
@@ -225,17 +225,6 @@ def _numpy_dtype(name: str) -> np.dtype:
             return np.dtype("<u2")
     dtype: np.dtype = np.dtype(name).newbyteorder("<")
     return dtype
-
-
-def _plain_reader(ref: ExternalRef, dtype: np.dtype, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
-    numel = math.prod(shape)
-
-    def read() -> np.ndarray:
-        if numel == 0:
-            return np.zeros(shape, dtype=dtype)
-        return np.memmap(ref.path, dtype=dtype, mode="r", offset=ref.offset, shape=(numel,)).reshape(shape)
-
-    return read
 
 
 def _dequantizer(ref: ExternalRef, qtype: int, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:

@@ -6,6 +6,7 @@ call ``tensor.chunks(n)`` and never open files themselves.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator
 
 import numpy as np
@@ -65,3 +66,15 @@ def tensor_chunks(tensor: TensorInfo, elements: int = CHUNK_ELEMENTS, buffer: by
         dtype = np.dtype(tensor.read().dtype)  # a memory map: reading its dtype touches no data
         return file_chunks(ref, dtype, tensor.nbytes // tensor.numel, tensor.numel, elements, buffer)
     return array_chunks(tensor.read, elements)
+
+
+def memmap_reader(ref: ExternalRef, dtype: np.dtype, shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+    """A reader of ``shape`` elements of ``dtype`` at ``ref``'s offset, memory-mapped (checked at load)."""
+    numel = math.prod(shape)
+
+    def read() -> np.ndarray:
+        if numel == 0:
+            return np.zeros(shape, dtype=dtype)
+        return np.memmap(ref.path, dtype=dtype, mode="r", offset=ref.offset, shape=(numel,)).reshape(shape)
+
+    return read

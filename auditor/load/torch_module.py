@@ -47,8 +47,6 @@ import operator
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -855,30 +853,11 @@ def _run_child(
 ) -> dict[str, Any]:
     """Run ``_export_child.py`` on ``request``; its result, or AuditError ``<slug>-timeout`` /
     ``<slug>-memory`` / ``<slug>-failed`` (or the child's own slug)."""
-    from auditor.measure import _default_cap, _kill_group, _last_json, _Watchdog
+    from auditor.measure import _default_cap, _last_json, crash_reason, run_limited
 
     cap = memory_cap_bytes if memory_cap_bytes is not None else _default_cap()
-    # its own session (and process group): stopping it stops whatever it started too
-    proc = subprocess.Popen(
-        [sys.executable, str(_CHILD)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    watchdog = _Watchdog(proc.pid, cap)
-    watchdog.start()
-    timed_out = False
-    try:
-        try:
-            out, err = proc.communicate(json.dumps(request).encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            out, err = proc.communicate()
-    finally:
-        watchdog.stop()
-        if proc.returncode is None:  # interrupted (KeyboardInterrupt...): never leave it running
-            _kill_group(proc)
-            proc.wait()
-    if watchdog.over_cap is not None:
+    out, err, returncode, timed_out, over_cap = run_limited(_CHILD, json.dumps(request).encode(), timeout_s, cap)
+    if over_cap is not None:
         raise AuditError(
             f"{slug}-memory", f"{what} exceeded the memory cap of {cap >> 20} MiB and was stopped"
         )
@@ -886,21 +865,10 @@ def _run_child(
         raise AuditError(f"{slug}-timeout", f"{what} did not finish within {timeout_s:g} s and was stopped")
     result = _last_json(out)
     if result is None:
-        raise AuditError(f"{slug}-failed", f"{what} failed: {_crash_reason(proc.returncode, err)}")
+        raise AuditError(f"{slug}-failed", f"{what} failed: {crash_reason(returncode, err)}")
     if not result.get("ok"):
         raise AuditError(str(result.get("slug") or f"{slug}-failed"), str(result.get("message", "no reason given")))
     return result
-
-
-def _crash_reason(returncode: int, err: bytes) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"the child process was killed by {name}"
-    lines = [x.strip() for x in err.decode("utf-8", errors="replace").splitlines() if x.strip()]
-    return f"the child process exited with status {returncode}: {lines[-1][:300] if lines else 'no error message'}"
 
 
 def truth_from_dict(data: Mapping[str, Any]) -> TorchTruth:
