@@ -17,6 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import auditor
 from auditor.graph import ShapeRequest
+from auditor.analyses.compute import node_cost
+from auditor.analyses.memory import liveness
+from auditor.load.onnx_file import load_onnx
 from auditor.load.shapes import count_unknown, evaluate_dim, infer_shapes, resolve
 
 F = TensorProto.FLOAT
@@ -198,7 +201,7 @@ def test_inference_leaves_every_tensor_of_the_model_as_it_was(tmp_path: Path) ->
     before = _canonical(model)
     info, found = infer_shapes(model, ShapeRequest(batch=3))
     assert info.inferred == "onnx" and info.inputs["x"] == (3, 64)
-    assert (found[()]["g"], found[()]["g2"], found[()]["g3"], found[()]["a"]) == ((3, 64), (3, 64), (3, 64), (3, 32))
+    assert [found[()][name] for name in ("g", "g2", "g3", "a")] == [((3, 64), F)] * 3 + [((3, 32), F)]
     assert _canonical(model) == before  # bindings, value_info and every tensor's data put back
 
 
@@ -221,3 +224,31 @@ def test_unknown_shapes_are_counted_by_op_type() -> None:
     shapes = {"a": (1, 2), "c": (2, "unk__0"), "d": (3,)}
     # b has no shape, c a size known only at run time; a and d are known
     assert count_unknown(outputs, shapes) == Counter({"Relu": 1, "NonZero": 1})
+
+
+def test_an_output_size_fixed_at_export_follows_the_bound_inputs(tmp_path: Path) -> None:
+    """The legacy exporter, with only the inputs made dynamic, writes the output at the traced
+    sizes: y [1, 128, 4]. Bound at seq 16, y is [1, 16, 4] and its Relu moves 16*4 elements."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "stale", [_float("x", ["batch", "seq", 8])], [_float("y", [1, 128, 4])], [_ones("w", 8, 4)])
+    path = _save(tmp_path, graph)
+    model = load_onnx(path, ShapeRequest(dims={"seq": 16}))
+    assert model.shapes["y"] == (1, 16, 4) and model.shapes["h"] == (1, 16, 4)
+    relu = next(node for node in model.nodes.values() if node.op_type == "Relu")
+    assert node_cost(relu, model.shapes.get) == (0.0, 16 * 4)  # one comparison per element, no MACs
+    # with nothing to bind (static inputs), the sizes the file states are the sizes
+    static = helper.make_graph(nodes, "static", [_float("x", [1, 128, 8])], [_float("y", [1, 128, 4])], [_ones("w", 8, 4)])
+    assert load_onnx(_save(tmp_path, static)).shapes["y"] == (1, 128, 4)
+
+
+def test_element_types_the_file_leaves_unstated_are_inferred(tmp_path: Path) -> None:
+    """x float16 [1, 1024] -> Relu r -> Cast c (float32) -> Relu y, and no value_info at all:
+    r is float16 (2 bytes an element), c float32, as onnx's inference says."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Cast", ["r"], ["c"], to=F),
+             helper.make_node("Relu", ["c"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "half", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 1024])],
+                              [helper.make_tensor_value_info("y", F, None)])  # fmt: skip
+    model = load_onnx(_save(tmp_path, graph))
+    assert (model.dtypes["r"], model.dtypes["c"], model.dtypes["y"]) == ("float16", "float32", "float32")
+    # live after each node (x is the caller's, not counted): r; r + c at the Cast; c + y
+    assert liveness(model, count_inputs=False).timeline == ((0, 2048), (1, 2048 + 4096), (2, 4096 + 4096))

@@ -24,7 +24,7 @@ from auditor.graph import PACKED_DTYPES, Dim, ExternalRef, ModelGraph, OpNode, S
 from auditor.roles import OpKind
 from auditor.load.dataflow import refine_roles
 from auditor.load.onnx_ops import CALL_SPEC, spec_for
-from auditor.load.shapes import GraphPath, count_unknown, infer_shapes, resolve
+from auditor.load.shapes import GraphPath, InferredValue, count_unknown, infer_shapes, resolve
 from auditor.load.tensor_data import tensor_chunks
 
 try:  # protobuf raises its own DecodeError on a corrupt or truncated file
@@ -238,7 +238,7 @@ class _Builder:
         self.request = request
         self.shapes: dict[str, tuple[Dim, ...]] = {}
         self.dtypes: dict[str, str] = {}
-        self.bound: dict[GraphPath, dict[str, tuple[int | str | None, ...]]] = {}
+        self.bound: dict[GraphPath, dict[str, InferredValue]] = {}
         self.sizes: dict[str, int] = {}
         self.external = _ExternalResolver(path)
         self.tensors: dict[str, TensorInfo] = {}
@@ -432,26 +432,29 @@ class _Builder:
         """Shapes at the bound input sizes (``shapes``), and element types: inferred, completed
         from the symbolic expressions the exporter wrote."""
         written: dict[str, tuple[int | str | None, ...]] = {}
+        # a main-graph output's fixed sizes hold at the export's example inputs only, when the
+        # inputs have sizes to bind (the legacy exporter writes them where only inputs were dynamic)
+        outputs = {value.name for value in graph.output} if not path and self.sizes else set()
         for value in list(graph.input) + list(graph.value_info) + list(graph.output):
             tensor_type = value.type.tensor_type
             if tensor_type.elem_type:
                 self.dtypes[self._value_id(scope, value.name)] = _TYPES.get(tensor_type.elem_type, ("unknown", None))[0]
             if tensor_type.HasField("shape"):
                 written[value.name] = tuple(
+                    None if value.name in outputs and d.HasField("dim_value") else
                     d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
-                )
+                )  # fmt: skip
         inferred = self.bound.get(path, {})
-        for name, dims in inferred.items():
-            shape = resolve(dims, written.get(name), self.sizes)
+        for name, (dims, elem_type) in inferred.items():
+            value_id = self._value_id(scope, name)
+            if elem_type and value_id not in self.dtypes:  # a type the file left unstated
+                self.dtypes[value_id] = _TYPES.get(elem_type, ("unknown", None))[0]
+            shape = resolve(dims, written.get(name), self.sizes) if dims is not None else None
             if shape is not None:
-                self.shapes[self._value_id(scope, name)] = shape
+                self.shapes[value_id] = shape
         for name, dims in written.items():
-            if name not in inferred and (shape := resolve(dims, None, self.sizes)) is not None:
+            if (name not in inferred or inferred[name][0] is None) and (shape := resolve(dims, None, self.sizes)) is not None:
                 self.shapes[self._value_id(scope, name)] = shape
-        for value in graph.input:  # element types inference found for values the file left untyped
-            value_id = self._value_id(scope, value.name)
-            if value_id not in self.dtypes and value.type.tensor_type.elem_type:
-                self.dtypes[value_id] = _TYPES.get(value.type.tensor_type.elem_type, ("unknown", None))[0]
 
     def _graph(
         self,

@@ -202,15 +202,17 @@ def _expanded_nodes(model: onnx.ModelProto) -> int | None:
 
 
 GraphPath = tuple[tuple[int, str, int], ...]  # (node position, attribute, graph index) from the main graph
+InferredValue = tuple[tuple[int | str | None, ...] | None, int]  # (dims or None for an unknown rank, elem type or 0)
 
 
-def _collect(graph: onnx.GraphProto, path: GraphPath, into: dict[GraphPath, dict[str, tuple[int | str | None, ...]]]) -> None:
-    """Every inferred value shape of ``graph`` and its subgraphs, keyed by the subgraph's path."""
-    shapes = into.setdefault(path, {})
-    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-        dims = _dims_of(value)
-        if dims is not None:
-            shapes[value.name] = dims
+def _collect(graph: onnx.GraphProto, path: GraphPath, into: dict[GraphPath, dict[str, InferredValue]]) -> None:
+    """Every inferred value shape and element type of ``graph`` and its subgraphs, keyed by the
+    subgraph's path."""
+    found = into.setdefault(path, {})
+    for values in (graph.input, graph.value_info, graph.output):
+        for value in values:
+            if value.type.HasField("tensor_type"):
+                found[value.name] = (_dims_of(value), value.type.tensor_type.elem_type)
     for position, node in enumerate(graph.node):
         for attr in node.attribute:
             if attr.type == AttributeProto.GRAPH:
@@ -220,25 +222,31 @@ def _collect(graph: onnx.GraphProto, path: GraphPath, into: dict[GraphPath, dict
                     _collect(sub, path + ((position, attr.name, index),), into)
 
 
-def infer_shapes(model: onnx.ModelProto, request: ShapeRequest) -> tuple[ShapeInfo, dict[GraphPath, dict[str, tuple[int | str | None, ...]]]]:
+def infer_shapes(model: onnx.ModelProto, request: ShapeRequest) -> tuple[ShapeInfo, dict[GraphPath, dict[str, InferredValue]]]:
     """Bind ``model``'s inputs and infer every value's shape at those sizes.
 
-    Returns the binding and the inferred shapes per graph (the main graph at path ``()``).
-    The model is left as it was: bindings and detached data are put back.
+    Returns the binding and the inferred shapes and element types per graph (the main graph at
+    path ``()``). The model is left as it was: bindings and detached data are put back.
     """
     graph = model.graph
     original_inputs = [onnx.ValueInfoProto() for _ in graph.input]
     for copy, value in zip(original_inputs, graph.input):
         copy.CopyFrom(value)
+    original_outputs = [onnx.ValueInfoProto() for _ in graph.output]
+    for copy, value in zip(original_outputs, graph.output):
+        copy.CopyFrom(value)
     original_value_info = list(graph.value_info)
     info = bind_inputs(graph, request)
-    found: dict[GraphPath, dict[str, tuple[int | str | None, ...]]] = {}
+    found: dict[GraphPath, dict[str, InferredValue]] = {}
     expanded = _expanded_nodes(model) if model.functions else len(graph.node)
     try:
         if expanded is None or expanded > _MAX_EXPANDED_NODES:
             why = "a local function calls itself" if expanded is None else f"local function calls expand to over {_MAX_EXPANDED_NODES:,} nodes"
             return ShapeInfo(info.inputs, info.dims, info.unused, inferred=f"none: {why}"), found
         del graph.value_info[:]  # the exporter's symbolic shapes would only conflict with the bound ones
+        for value in graph.output:  # so would an output's stated shape: non-strict inference keeps it
+            if value.type.HasField("tensor_type"):
+                value.type.tensor_type.ClearField("shape")
         saved = _detached(model)
         try:
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
@@ -253,6 +261,8 @@ def infer_shapes(model: onnx.ModelProto, request: ShapeRequest) -> tuple[ShapeIn
     finally:
         del graph.input[:]
         graph.input.extend(original_inputs)
+        del graph.output[:]
+        graph.output.extend(original_outputs)
         del graph.value_info[:]
         graph.value_info.extend(original_value_info)
 
