@@ -324,3 +324,20 @@ def test_human_numbers_roll_over_to_next_unit() -> None:
     assert human_bytes(1_048_000) == "0.999 MiB"  # 1023.4 KiB needs an exponent in 3 digits
     assert human_bytes(1 << 40) == "1 TiB"
     assert human_bytes(512) == "512 B"
+
+
+def test_json_writer_indents_the_top_levels_and_keeps_deeper_containers_on_one_line() -> None:
+    """The writer is json's own encoder below the third level: same document as ``json.dumps``,
+    one line per compute node, and NaN refused as before."""
+    from auditor.report.json_report import dumps
+
+    nodes = [{"node": f"n{i}", "op_type": "MatMul", "macs": i, "shape": [i, 2]} for i in range(5)]
+    document = {"compute": {"nodes": nodes, "complete": True}, "empty": {}, "none": [], "name": "é\"\n"}
+    text = dumps(document)
+    assert json.loads(text) == document and text.endswith("}\n")
+    lines = text.splitlines()
+    for node in nodes:
+        assert f"      {json.dumps(node)}," in lines or f"      {json.dumps(node)}" in lines
+    assert '  "compute": {' in lines and '    "nodes": [' in lines and '  "empty": {},' in lines
+    with pytest.raises(ValueError):
+        dumps({"a": {"b": {"c": {"d": float("nan")}}}})

@@ -13,9 +13,10 @@ from __future__ import annotations
 import ast
 import math
 import os
+from collections import ChainMap
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
@@ -154,10 +155,11 @@ def _external_reader(tensor: TensorProto, ref: ExternalRef) -> Callable[[], np.n
 _TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
 
 
-def _check_inline_size(tensor: TensorProto, numel: int, nbytes: int) -> None:
-    """An inline tensor must hold as many values as its shape says (a corrupt file may not)."""
-    if tensor.HasField("raw_data"):
-        held, needed = len(tensor.raw_data), nbytes
+def _check_inline_size(tensor: TensorProto, numel: int, nbytes: int, raw: bytes | None = None) -> None:
+    """An inline tensor must hold as many values as its shape says (a corrupt file may not).
+    ``raw``: its raw_data when the caller holds it already (each read of the field is a copy)."""
+    if raw is not None or tensor.HasField("raw_data"):
+        held, needed = len(raw if raw is not None else tensor.raw_data), nbytes
     else:
         held = max((len(getattr(tensor, name)) for name in _TYPED_FIELDS), default=0)
         needed = numel
@@ -170,7 +172,7 @@ def _check_inline_size(tensor: TensorProto, numel: int, nbytes: int) -> None:
     if held != needed:
         raise AuditError(
             "invalid-model",
-            f"tensor '{tensor.name}' holds {held} {'bytes' if tensor.HasField('raw_data') else 'values'}, "
+            f"tensor '{tensor.name}' holds {held} {'bytes' if raw is not None or tensor.HasField('raw_data') else 'values'}, "
             f"its shape needs {needed} (truncated or corrupt model)",
         )
 
@@ -193,15 +195,16 @@ _PLAIN_NUMPY: dict[int, np.dtype] = {
 _COPY_INLINE_BYTES = 1 << 16
 
 
-def _inline_reader(tensor: TensorProto) -> Callable[[], np.ndarray]:
+def _inline_reader(tensor: TensorProto, raw: bytes | None = None) -> Callable[[], np.ndarray]:
+    """``raw``: the tensor's raw_data, read once by the caller when the tensor is small."""
     plain = _PLAIN_NUMPY.get(tensor.data_type)
-    small = tensor.ByteSize() <= _COPY_INLINE_BYTES
-    if plain is not None and tensor.HasField("raw_data"):
+    small = raw is not None or tensor.ByteSize() <= _COPY_INLINE_BYTES
+    if plain is not None and (raw is not None or tensor.HasField("raw_data")):
         shape = tuple(tensor.dims)
         if small:
-            raw = bytes(tensor.raw_data)
+            held = raw if raw is not None else tensor.raw_data
             # the common case without numpy_helper's per-call checks (its size was checked at load)
-            return lambda: np.frombuffer(raw, dtype=plain).reshape(shape)
+            return lambda: np.frombuffer(held, dtype=plain).reshape(shape)
         return lambda: np.frombuffer(tensor.raw_data, dtype=plain).reshape(shape)
     if small:
         detached = TensorProto()
@@ -264,8 +267,8 @@ class _Builder:
     def _dense(self, tensor: TensorProto, value_id: str, scope: str, origin: str) -> TensorInfo:
         if tensor.data_type not in _TYPES:
             raise AuditError("invalid-model", f"tensor '{tensor.name}' has an unknown data type {tensor.data_type}")
-        shape = tuple(int(d) for d in tensor.dims)
-        if any(d < 0 for d in shape):
+        shape = tuple(tensor.dims)
+        if shape and min(shape) < 0:
             raise AuditError("invalid-model", f"tensor '{tensor.name}' has a negative dimension")
         numel = math.prod(shape)
         nbytes = _nbytes(tensor.data_type, numel)
@@ -274,8 +277,10 @@ class _Builder:
             external = self.external.ref(tensor, nbytes)
             reader = _external_reader(tensor, external)
         else:
-            _check_inline_size(tensor, numel, nbytes)
-            reader = _inline_reader(tensor)
+            # a small tensor's raw bytes are read once, for the check and the reader alike
+            raw = tensor.raw_data if nbytes <= _COPY_INLINE_BYTES and tensor.HasField("raw_data") else None
+            _check_inline_size(tensor, numel, nbytes, raw)
+            reader = _inline_reader(tensor, raw)
         return TensorInfo(
             id=value_id, name=tensor.name, scope=scope, origin=origin, dtype=_dtype_name(tensor.data_type),
             shape=shape, nbytes=nbytes, external=external, reader=reader,
@@ -463,12 +468,14 @@ class _Builder:
         kind: str,
         owner: str | None,
         attr: str | None,
-        outer: dict[str, str],
+        outer: MutableMapping[str, str],
         path: GraphPath = (),
     ) -> Scope:
         if len(self.scopes) > 100_000:
             raise AuditError("invalid-model", "more than 100000 nested graphs; refusing to walk further")
-        names = dict(outer)  # names visible here: outer scope first, shadowed by local definitions
+        # names visible here: local definitions shadow the outer scope's (a view of it, not a copy:
+        # copying it for every branch made a graph of many Ifs quadratic)
+        names: MutableMapping[str, str] = ChainMap({}, outer) if outer else {}
 
         def define(name: str, kind: str) -> str:
             names[name] = self._claim(scope, name, kind)
@@ -499,7 +506,7 @@ class _Builder:
         self.scopes[scope] = Scope(scope, kind, owner, attr, inputs, outputs)
         return self.scopes[scope]
 
-    def _resolve(self, name: str, names: dict[str, str], scope: str) -> str:
+    def _resolve(self, name: str, names: Mapping[str, str], scope: str) -> str:
         if not name:
             return ""
         try:
@@ -510,7 +517,13 @@ class _Builder:
                 "invalid-model", f"value '{name}'{where} is used but never defined (truncated or invalid model)"
             ) from None
 
-    def _node(self, node: onnx.NodeProto, position: int, scope: str, names: dict[str, str], path: GraphPath = ()) -> None:
+    def _resolve_all(self, inputs: Sequence[str], names: Mapping[str, str], scope: str) -> tuple[str, ...]:
+        try:
+            return tuple([names[name] if name else "" for name in inputs])
+        except KeyError:  # name the first undefined one
+            return tuple(self._resolve(name, names, scope) for name in inputs)
+
+    def _node(self, node: onnx.NodeProto, position: int, scope: str, names: MutableMapping[str, str], path: GraphPath = ()) -> None:
         base = node.name or f"{node.op_type}_{position}"
         node_id = self._value_id(scope, base)
         while node_id in self.nodes:  # names are not required to be unique
@@ -558,8 +571,8 @@ class _Builder:
             op_type=node.op_type,
             domain=node.domain,
             scope=scope,
-            inputs=tuple(self._resolve(name, names, scope) for name in node.input),
-            outputs=tuple(names[out] if out else "" for out in node.output),
+            inputs=self._resolve_all(node.input, names, scope),
+            outputs=tuple([names[out] if out else "" for out in node.output]),
             attrs=attrs,
             invokes=tuple(invokes),
             roles=spec.roles_for(len(node.input)),

@@ -37,9 +37,10 @@ def _dims_of(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
     tensor_type = value.type.tensor_type
     if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
         return None
-    return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
-    )
+    # a nonzero dim_value needs no HasField call (the common case, and the slow call)
+    return tuple([
+        d.dim_value or (0 if d.HasField("dim_value") else (d.dim_param or None)) for d in tensor_type.shape.dim
+    ])  # fmt: skip
 
 
 def _input_role(dims: tuple[int | str | None, ...], axis: int, elem_type: int) -> str:
@@ -319,6 +320,8 @@ def resolve(
 ) -> tuple[Dim, ...] | None:
     """A value's shape: inferred dims, completed from the exporter's expressions; None if
     a dimension is unknown and unnamed."""
+    if all(type(dim) is int for dim in dims):  # fully inferred: the common case
+        return dims  # type: ignore[return-value]
     result: list[Dim] = []
     for axis, dim in enumerate(dims):
         if isinstance(dim, int):
