@@ -458,3 +458,47 @@ def test_inline_tensor_shorter_than_its_shape(tmp_path: Path, capsys: pytest.Cap
         full_check=None,  # onnx.checker itself rejects this file
     )
     expect_refusal(capsys, path, "invalid-model")
+
+
+_RSS_AFTER_LOAD = """
+import sys
+from auditor.load.onnx_file import load_onnx
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) * 1024
+before = rss()
+model = load_onnx(sys.argv[1])
+print(rss() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the process's RSS from /proc")
+def test_a_self_contained_model_is_held_once_after_loading(tmp_path: Path) -> None:
+    """64 MiB of weights stored inline. The loader takes each tensor's data out of the parsed
+    protobuf for good and lets the protobuf go: the process then holds the weights once. (Putting
+    the data back after shape inference, as it once did, held them three times: 192 MiB.) Every
+    value still reads back exactly."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((2048, 1024)).astype(np.float32) for _ in range(8)]
+    doubles = np.arange(16, dtype=np.float64).reshape(4, 4)  # 128 bytes: taken out too, read back whole
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}"]) for i in range(8)]
+    nodes.append(helper.make_node("Constant", [], ["d"], value=numpy_helper.from_array(doubles)))
+    graph = helper.make_graph(
+        nodes, "inline", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2048])],
+        [helper.make_tensor_value_info("h7", TensorProto.FLOAT, None), helper.make_tensor_value_info("d", TensorProto.DOUBLE, None)],
+        [numpy_helper.from_array(w if i % 2 == 0 else w.T.copy(), f"w{i}") for i, w in enumerate(weights)],
+    )  # fmt: skip
+    path = tmp_path / "inline.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    size = 8 * 2048 * 1024 * 4
+    done = subprocess.run([sys.executable, "-c", _RSS_AFTER_LOAD, str(path)], capture_output=True, text=True, check=True)
+    grown = int(done.stdout.split()[-1])
+    assert size < grown < size * 1.5, f"{grown / 2**20:.0f} MiB held for {size / 2**20:.0f} MiB of weights"
+
+    model = auditor.load.onnx_file.load_onnx(path)
+    for i, w in enumerate(weights):
+        np.testing.assert_array_equal(model.tensors[f"w{i}"].read(), w if i % 2 == 0 else w.T)
+    np.testing.assert_array_equal(model.tensors["d"].read(), doubles)
+    assert model.shapes["h7"] == (1, 2048)  # inference ran on the stripped model

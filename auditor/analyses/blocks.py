@@ -159,11 +159,18 @@ def _parameter_sequence(model: ModelGraph, by_id: Mapping[str, TensorInfo]) -> l
     """Each parameter once, where the main graph first applies it, in execution order."""
     sequence: list[_Entry] = []
     seen: set[str] = set()
+    producer_of, nodes = model.producer_of, model.nodes
     for node in model.nodes_by_scope.get("", ()):
         if node.roles and node.role(0) in (Role.VIEW, Role.DEQUANTIZE):
             continue
         for index, value in enumerate(node.inputs):
-            tensor = _source_parameter(model, value, by_id)
+            if value in by_id:
+                tensor: str | None = value
+            else:  # most inputs are activations: look further only behind a view
+                producer = producer_of.get(value)
+                if producer is None or nodes[producer].role(0) not in (Role.VIEW, Role.DEQUANTIZE):
+                    continue
+                tensor = _source_parameter(model, value, by_id)
             if tensor is not None and tensor not in seen:
                 seen.add(tensor)
                 t = by_id[tensor]
@@ -352,30 +359,33 @@ def _op_labels(model: ModelGraph, params: Mapping[str, TensorInfo]) -> dict[str,
     cost most of the time on 100k-node graphs."""
     nodes = model.nodes_by_scope.get("", ())
     intern: dict[object, int] = {}
-    label: dict[str, int] = {}
+    labels: list[int] = []
     for node in nodes:
-        weights = sorted(
-            f"{i}:{params[v].dtype}{list(params[v].shape)}" for i, v in enumerate(node.inputs) if v in params
-        )
-        attrs = ",".join(f"{k}={v}" for k, v in sorted(node.attrs.items()) if isinstance(v, (int, float, str, list)))
-        label[node.id] = intern.setdefault(f"{node.op_type}|{attrs}|{';'.join(weights)}", len(intern))
-    producers: dict[str, list[str]] = {node.id: [] for node in nodes}
-    consumers: dict[str, list[str]] = {node.id: [] for node in nodes}
-    for node in nodes:
+        weights = tuple((i, params[v].dtype, params[v].shape) for i, v in enumerate(node.inputs) if v in params)
+        attrs = (
+            ",".join(f"{k}={v}" for k, v in sorted(node.attrs.items()) if isinstance(v, (int, float, str, list)))
+            if node.attrs else ""
+        )  # fmt: skip
+        labels.append(intern.setdefault((node.op_type, attrs, weights), len(intern)))
+    # neighbours by position in ``nodes`` (ints, not ids: this loop runs per node per iteration)
+    position = {node.id: i for i, node in enumerate(nodes)}
+    producers: list[list[int]] = [[] for _ in nodes]
+    consumers: list[list[int]] = [[] for _ in nodes]
+    producer_of = model.producer_of
+    for i, node in enumerate(nodes):
         for value in node.inputs:
-            producer = model.producer_of.get(value)
-            if producer is not None and producer in producers:
-                producers[node.id].append(producer)
-                consumers[producer].append(node.id)
+            producer = position.get(producer_of.get(value, ""), -1) if value else -1
+            if producer >= 0:
+                producers[i].append(producer)
+                consumers[producer].append(i)
     for _ in range(_WL_ITERATIONS):
-        label = {
-            node: intern.setdefault(
-                (own, tuple(sorted(label[p] for p in producers[node])), tuple(sorted(label[c] for c in consumers[node]))),
-                len(intern),
+        labels = [
+            intern.setdefault(
+                (own, tuple(sorted([labels[p] for p in before])), tuple(sorted([labels[c] for c in after]))), len(intern)
             )
-            for node, own in label.items()
-        }
-    return label
+            for own, before, after in zip(labels, producers, consumers)
+        ]
+    return {node.id: label for node, label in zip(nodes, labels)}
 
 
 _CANDIDATE_PERIODS = 16

@@ -97,16 +97,25 @@ class _Shapes:
     def __init__(self, model: ModelGraph, expected: Mapping[str, float]) -> None:
         self.model = model
         self.expected = expected
+        self.memo: dict[str, Shape | None] = {}  # a value is read by its producer and its consumers
 
     def __call__(self, value: str) -> Shape | None:
+        if value in self.memo:
+            return self.memo[value]
+        found = self.memo[value] = self._shape(value)
+        return found
+
+    def _shape(self, value: str) -> Shape | None:
         if not value:
             return None
         tensor = self.model.tensors.get(value)
         if tensor is not None:
-            return tuple(float(d) for d in tensor.shape)
+            return tuple(map(float, tensor.shape))
         shape = self.model.shapes.get(value)
         if shape is None:
             return None
+        if all(type(dim) is int for dim in shape):
+            return tuple(map(float, shape))
         out = []
         for dim in shape:
             if isinstance(dim, int):

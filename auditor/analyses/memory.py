@@ -264,12 +264,12 @@ class _LiveWalk:
     def shape_key(self, value: str) -> tuple[int, tuple[int, ...]] | None:
         """What onnxruntime's planner compares to reuse a buffer: element size and shape, when known to it."""
         bound = self.model.shapes.get(value)
-        if bound is None or not all(isinstance(d, int) for d in bound) or self.size(value) == 0:
+        if bound is None or not all(type(d) is int for d in bound) or self.size(value) == 0:
             return None
         stated = self.model.value_shapes.get(value)
         if not self.static and (stated is None or len(stated) != len(bound)):
             return None
-        return _itemsize_bits(self.model.dtypes.get(value)), tuple(int(d) for d in bound)
+        return _itemsize_bits(self.model.dtypes.get(value)), bound  # type: ignore[return-value]  # all ints
 
     def body_peak(self, scope: str, depth: int) -> int:
         if scope not in self.memo:
@@ -283,8 +283,7 @@ class _LiveWalk:
         last_use: dict[str, int] = {}
         for position, node in enumerate(nodes):
             for value in node.inputs:
-                if value:
-                    last_use[value] = position
+                last_use[value] = position  # '' (an omitted input) too: harmless, never looked up
             for sub in node.invokes:  # values a body reads from outside live while its node runs
                 for inner in self.model.nodes_by_scope.get(sub, ()):
                     for value in inner.inputs:
@@ -312,12 +311,25 @@ class _LiveWalk:
             holders.append([(-1, value)])
             keys.append(None)  # the caller's (or the owner's) buffer: never reused, never overwritten
             refs.append(1)
+        planning = self.alias_views or self.in_place or self.reuse  # else every output is a buffer of its own
+        value_size = self.size
         for position, node in enumerate(nodes):
+            if not planning:
+                for value in node.outputs:
+                    if value:
+                        buffer[value] = len(sizes)
+                        sizes.append(0 if value in uncounted else value_size(value))
+                        born.append(position)
+                        ends.append(len(nodes) if value in keep else last_use.get(value, position))
+                        holders.append([(position, value)])
+                        keys.append(None)
+                        refs.append(1)
+                continue
             source = node.inputs[0] if node.inputs else ""
             for index, value in enumerate(node.outputs):
                 if not value:
                     continue
-                size = 0 if value in uncounted else self.size(value)
+                size = 0 if value in uncounted else value_size(value)
                 base = buffer.get(source, -1) if index == 0 else -1
                 if base >= 0 and self.alias_views and _is_alias(node):
                     pass  # a view of its input's buffer
@@ -378,7 +390,7 @@ class _LiveWalk:
         for position, node in enumerate(nodes):
             total += change[position]
             held_outside += outside[position]
-            body = max((self.body_peak(s, depth + 1) for s in node.invokes), default=0)
+            body = max([self.body_peak(s, depth + 1) for s in node.invokes]) if node.invokes else 0
             if total + body > peak:
                 peak, peak_at = total + body, position
             inner_peak = max(inner_peak, total - held_outside + body)
@@ -450,6 +462,9 @@ def _weight_copies(model: ModelGraph, folded: Mapping[str, int]) -> tuple[int, i
     prepacked: set[str] = set()
     conv: set[str] = set()
     for node in model.nodes.values():
+        op = _op(node)
+        if op not in _PREPACKS_B and op != ("", "Conv"):
+            continue  # only these copy their weights at session creation
         weight = node.inputs[1] if len(node.inputs) > 1 else ""
         tensor = model.tensors.get(weight)
         dims = tensor.shape if tensor is not None else model.shapes.get(weight, ()) if weight in folded else ()
@@ -458,9 +473,9 @@ def _weight_copies(model: ModelGraph, folded: Mapping[str, int]) -> tuple[int, i
             continue
         shape = tuple(int(d) for d in dims)
         sizes[weight] = tensor.nbytes if tensor is not None else folded[weight]
-        if _op(node) in _PREPACKS_B and len(shape) == 2:
+        if op in _PREPACKS_B and len(shape) == 2:
             prepacked.add(weight)
-        elif _op(node) == ("", "Conv") and len(shape) == 4:
+        elif op == ("", "Conv") and len(shape) == 4:
             group = int(node.attrs.get("group", 1) or 1)
             if group == 1 or (shape[1] == 1 and shape[0] == group):  # dense or depthwise
                 conv.add(weight)

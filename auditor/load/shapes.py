@@ -29,7 +29,25 @@ from onnx import AttributeProto, TensorProto
 from auditor.errors import AuditError
 from auditor.graph import Dim, DimBinding, ShapeInfo, ShapeRequest
 
-_STUB_BYTES = 4096  # tensors above this are detached for inference (small ones feed data propagation)
+# Tensors above these sizes are detached while onnx infers shapes. Integer tensors up to 4 KiB
+# stay: data propagation reads them (shapes, axes, slice bounds). Float data matters to inference
+# only as a few values (Resize's scales): any larger float tensor would only be copied, and a
+# graph of many small weights made onnx's copies of the model the audit's peak memory.
+_STUB_BYTES = 4096
+_STUB_FLOAT_BYTES = 64
+_INTEGER_TYPES = frozenset({
+    TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT64,
+    TensorProto.UINT32, TensorProto.UINT16, TensorProto.UINT8, TensorProto.BOOL,
+})  # fmt: skip
+
+
+def _worth_detaching(tensor: TensorProto) -> bool:
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return False
+    limit = _STUB_BYTES if tensor.data_type in _INTEGER_TYPES else _STUB_FLOAT_BYTES
+    return bool(tensor.ByteSize() > limit)
+
+
 _SEQUENCE_NAMES = ("seq", "sequence")
 
 
@@ -121,21 +139,21 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
     return ShapeInfo(inputs=bound, dims=tuple(bindings.values()), unused=tuple(dict.fromkeys(unused)))
 
 
-def _big_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+def big_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
     """Tensors of a graph and its subgraphs with enough data to matter for a copy."""
     for tensor in graph.initializer:
-        if tensor.data_location != TensorProto.EXTERNAL and tensor.ByteSize() > _STUB_BYTES:
+        if _worth_detaching(tensor):
             yield tensor
     for node in graph.node:
         for attr in node.attribute:
-            if attr.type == AttributeProto.TENSOR and attr.t.ByteSize() > _STUB_BYTES:
-                if attr.t.data_location != TensorProto.EXTERNAL:
+            if attr.type == AttributeProto.TENSOR:
+                if _worth_detaching(attr.t):
                     yield attr.t
             elif attr.type == AttributeProto.GRAPH:
-                yield from _big_tensors(attr.g)
+                yield from big_tensors(attr.g)
             elif attr.type == AttributeProto.GRAPHS:
                 for sub in attr.graphs:
-                    yield from _big_tensors(sub)
+                    yield from big_tensors(sub)
 
 
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
@@ -144,7 +162,7 @@ _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_da
 def _detached(model: onnx.ModelProto) -> list[tuple[TensorProto, dict[str, object]]]:
     """Move the data of big tensors out of ``model`` (restored by :func:`_reattach`)."""
     saved = []
-    for tensor in _big_tensors(model.graph):
+    for tensor in big_tensors(model.graph):
         fields: dict[str, object] = {}
         for name in _DATA_FIELDS:
             if name == "raw_data":
@@ -152,13 +170,30 @@ def _detached(model: onnx.ModelProto) -> list[tuple[TensorProto, dict[str, objec
                     fields[name] = tensor.raw_data
             elif len(getattr(tensor, name)):
                 fields[name] = list(getattr(tensor, name))
+        strip_data(tensor)
+        saved.append((tensor, fields))
+    return saved
+
+
+def strip_data(tensor: TensorProto, mark: bool = True) -> None:
+    """Clear a tensor's data, leaving its name, type and dims. ``mark``: say the data is external,
+    so that shape inference takes the dims without looking for data; float data it never reads,
+    and a million small weights are spared the marking."""
+    if tensor.HasField("raw_data"):  # the common case: one field to clear
+        tensor.ClearField("raw_data")
+    else:
+        for name in _DATA_FIELDS:
             tensor.ClearField(name)
-        # shape inference takes an external tensor's dims without reading it
+    if mark:
         tensor.data_location = TensorProto.EXTERNAL
         entry = tensor.external_data.add()
         entry.key, entry.value = "location", "__auditor_detached__"
-        saved.append((tensor, fields))
-    return saved
+
+
+def needs_mark(tensor: TensorProto) -> bool:
+    """Whether a stripped tensor must be marked external for inference: data propagation reads
+    integer tensors (shapes, axes)."""
+    return tensor.data_type in _INTEGER_TYPES
 
 
 def _reattach(saved: list[tuple[TensorProto, dict[str, object]]]) -> None:
@@ -223,11 +258,15 @@ def _collect(graph: onnx.GraphProto, path: GraphPath, into: dict[GraphPath, dict
                     _collect(sub, path + ((position, attr.name, index),), into)
 
 
-def infer_shapes(model: onnx.ModelProto, request: ShapeRequest) -> tuple[ShapeInfo, dict[GraphPath, dict[str, InferredValue]]]:
+def infer_shapes(
+    model: onnx.ModelProto, request: ShapeRequest, detach: bool = True
+) -> tuple[ShapeInfo, dict[GraphPath, dict[str, InferredValue]]]:
     """Bind ``model``'s inputs and infer every value's shape at those sizes.
 
     Returns the binding and the inferred shapes and element types per graph (the main graph at
     path ``()``). The model is left as it was: bindings and detached data are put back.
+    ``detach=False``: the caller has taken the big tensors' data out for good already (the
+    loader does: putting data back into a protobuf copies it, and its arena keeps both).
     """
     graph = model.graph
     original_inputs = [onnx.ValueInfoProto() for _ in graph.input]
@@ -248,7 +287,7 @@ def infer_shapes(model: onnx.ModelProto, request: ShapeRequest) -> tuple[ShapeIn
         for value in graph.output:  # so would an output's stated shape: non-strict inference keeps it
             if value.type.HasField("tensor_type"):
                 value.type.tensor_type.ClearField("shape")
-        saved = _detached(model)
+        saved = _detached(model) if detach else []
         try:
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception as exc:  # noqa: BLE001 - a model onnx cannot infer is still audited
