@@ -77,7 +77,7 @@ class ShapeInfo:
     inputs: Mapping[str, tuple[int, ...]]  # graph input name -> the shape it is costed at
     dims: tuple[DimBinding, ...]
     unused: tuple[str, ...] = ()  # --dim / --input-shape names the model does not have
-    inferred: str = "onnx"  # which shape inference ran ("onnx", or "none: <why>")
+    inferred: str = "onnx"  # which shape inference ran ("onnx", "onnx, in N segments", or "none: <why>")
     unknown_values: int = 0  # node outputs whose shape stayed unknown
     unknown_by_op: Mapping[str, int] = field(default_factory=dict)
 

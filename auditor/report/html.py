@@ -275,7 +275,7 @@ def _shapes_view(info: ShapeInfo) -> ShapesView:
         inputs=tuple((name, _shape_text(shape)) for name, shape in info.inputs.items()),
         dims=tuple(info.dims),
         unused=tuple(info.unused),
-        not_inferred=info.inferred.removeprefix("none:").strip() if info.inferred != "onnx" else None,
+        not_inferred=info.inferred.removeprefix("none:").strip() if info.inferred.startswith("none") else None,
         unknown_values=info.unknown_values,
         unknown_by_op=tuple(sorted(info.unknown_by_op.items(), key=lambda kv: (-kv[1], kv[0]))),
     )

@@ -81,7 +81,7 @@ def _cost_lines(report: Report) -> list[str]:
     if shapes is not None:
         if shapes.unused:
             lines.append(f"    not dimensions of this model (ignored): {', '.join(shapes.unused)}")
-        if shapes.inferred != "onnx":
+        if shapes.inferred.startswith("none"):
             lines.append(f"    shape inference did not run ({shapes.inferred.removeprefix('none:').strip()})")
         elif shapes.unknown_values:
             lines.append(f"    {_plural(shapes.unknown_values, 'value')} of unknown shape (not costed): {_counted(shapes.unknown_by_op)}")

@@ -1,0 +1,113 @@
+"""Shape inference of a main graph with many subgraphs runs in segments (onnx's own inference
+copies the outer graph's types into every subgraph, so it grows with subgraphs times graph size).
+
+The oracle is onnx's inference of the whole graph at once: every shape and element type must be
+the same, shape arithmetic done once at the top of the graph included (data propagation does not
+cross a segment's border by itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import auditor
+import auditor.load.shapes as shapes_module
+from auditor.graph import ShapeRequest
+from auditor.load.onnx_file import load_onnx
+
+F = TensorProto.FLOAT
+D = 8
+
+
+def _layered(path: Path, layers: int) -> None:
+    """x [batch, seq, D]. At the top: sh = Shape(x); flat = [batch * seq, D] computed from sh.
+    Each layer: r = Reshape(prev, flat) [b*s, D]; m = MatMul(r, W_i) [b*s, D]; back =
+    Reshape(m, sh) [b, s, D]; then an If on the sign of sum(back): Relu or Neg of back."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.asarray(v, np.int64), n) for n, v in
+             (("i0", [0]), ("i1", [1]), ("d", [D]))] + [numpy_helper.from_array(np.asarray(0.0, np.float32), "zero")]  # fmt: skip
+    nodes = [
+        helper.make_node("Shape", ["x"], ["sh"]),
+        helper.make_node("Gather", ["sh", "i0"], ["b"]),
+        helper.make_node("Gather", ["sh", "i1"], ["s"]),
+        helper.make_node("Mul", ["b", "s"], ["bs"]),
+        helper.make_node("Concat", ["bs", "d"], ["flat"], axis=0),
+    ]
+    prev = "x"
+    for i in range(layers):
+        inits.append(numpy_helper.from_array((rng.standard_normal((D, D)) * 0.1).astype(np.float32), f"w{i}"))
+        branches = [
+            helper.make_graph([helper.make_node(op, [f"back{i}"], [f"{side}{i}"])], f"{side}{i}", [],
+                              [helper.make_tensor_value_info(f"{side}{i}", F, None)])  # fmt: skip
+            for op, side in (("Relu", "pos"), ("Neg", "neg"))
+        ]
+        nodes += [
+            helper.make_node("Reshape", [prev, "flat"], [f"r{i}"]),
+            helper.make_node("MatMul", [f"r{i}", f"w{i}"], [f"m{i}"]),
+            helper.make_node("Reshape", [f"m{i}", "sh"], [f"back{i}"]),
+            helper.make_node("ReduceSum", [f"back{i}"], [f"t{i}"], keepdims=0),
+            helper.make_node("Greater", [f"t{i}", "zero"], [f"c{i}"]),
+            helper.make_node("If", [f"c{i}"], [f"out{i}"], then_branch=branches[0], else_branch=branches[1]),
+        ]
+        prev = f"out{i}"
+    graph = helper.make_graph(nodes, "layered", [helper.make_tensor_value_info("x", F, ["batch", "seq", D])],
+                              [helper.make_tensor_value_info(prev, F, None)], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def test_many_subgraphs_are_inferred_in_segments_with_the_same_shapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layers = 3 * shapes_module._SEGMENT_SUBGRAPHS  # 3 Ifs a segment: several segments
+    path = tmp_path / "m.onnx"
+    _layered(path, layers)
+    request = ShapeRequest(dims={"batch": 2, "seq": 5})
+    segmented = load_onnx(path, request)
+    assert segmented.shape_info is not None and segmented.shape_info.inferred.startswith("onnx, in ")
+    assert int(segmented.shape_info.inferred.split()[2]) >= 3
+
+    monkeypatch.setattr(shapes_module, "_SEGMENT_SUBGRAPHS", 10**9)  # the oracle: the whole graph at once
+    whole = load_onnx(path, request)
+    assert whole.shape_info is not None and whole.shape_info.inferred == "onnx"
+    assert segmented.shapes == whole.shapes and segmented.dtypes == whole.dtypes
+    # the reshapes of the last layer, far from the shape arithmetic at the top, are known
+    last = layers - 1
+    assert segmented.shapes[f"r{last}"] == (10, D) and segmented.shapes[f"back{last}"] == (2, 5, D)
+    branch_value = next(v for v in segmented.shapes if v.endswith(f"/pos{last}"))  # inside the last If's branch
+    assert segmented.shapes[branch_value] == (2, 5, D)
+    assert segmented.shape_info.unknown_values == 0
+
+
+def test_segmented_costs_match_a_hand_count(tmp_path: Path) -> None:
+    layers = 2 * shapes_module._SEGMENT_SUBGRAPHS + 5
+    path = tmp_path / "m.onnx"
+    _layered(path, layers)
+    report = auditor.audit(path, shapes=ShapeRequest(dims={"batch": 2, "seq": 5}))
+    assert report.compute is not None and report.compute.complete
+    # each layer's MatMul: [10, D] x [D, D] = 10 * D * D MACs; nothing else multiplies
+    assert report.compute.macs == layers * 10 * D * D
+    assert report.counts.applied_params == layers * D * D
+
+
+def test_shape_arithmetic_is_repeated_only_where_its_inputs_are_known(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """k = Cast(ReduceMax(x)) [batch] int64 at the top, read again by the last layer. Repeating
+    the Cast would need ReduceMax's output, which no later segment reads: the last segment takes k
+    as an input of the type found before, and k + k is known there too."""
+    layers = 2 * shapes_module._SEGMENT_SUBGRAPHS + 1
+    path = tmp_path / "m.onnx"
+    _layered(path, layers)
+    model = onnx.load(str(path))
+    model.graph.node.insert(0, helper.make_node("ReduceMax", ["x"], ["f"], keepdims=0, axes=[1, 2]))
+    model.graph.node.insert(1, helper.make_node("Cast", ["f"], ["k"], to=TensorProto.INT64))
+    model.graph.node.append(helper.make_node("Add", ["k", "k"], ["k2"]))
+    model.graph.output.append(helper.make_tensor_value_info("k2", TensorProto.INT64, None))
+    onnx.save(model, str(path))
+    request = ShapeRequest(dims={"batch": 3, "seq": 4})
+    segmented = load_onnx(path, request)
+    assert segmented.shape_info is not None and segmented.shape_info.inferred.startswith("onnx, in ")
+    assert segmented.shapes["k"] == (3,) and segmented.shapes["k2"] == (3,)
+    monkeypatch.setattr(shapes_module, "_SEGMENT_SUBGRAPHS", 10**9)
+    assert load_onnx(path, request).shapes == segmented.shapes
