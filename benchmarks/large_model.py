@@ -20,10 +20,12 @@ import os
 import platform
 import shutil
 import subprocess
+import statistics
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -144,6 +146,19 @@ def measure(step: str, model: Path) -> tuple[float, float]:
     return run_step(*_STEPS[step], model, step)
 
 
+def measure_interleaved(
+    measure_step: Callable[[str, Path], tuple[float, float]], steps: list[str], model: Path, repeat: int
+) -> dict[str, tuple[float, float]]:
+    """(median seconds, highest peak RSS MiB) of each step over ``repeat`` rounds, the steps taking
+    turns within each round: on a shared machine whose speed drifts from one minute to the next,
+    a step and its floor then see the same conditions. Shared with ``scaling.py``."""
+    runs: dict[str, list[tuple[float, float]]] = {step: [] for step in steps}
+    for _ in range(repeat):
+        for step in steps:
+            runs[step].append(measure_step(step, model))
+    return {step: (statistics.median(s for s, _ in found), max(r for _, r in found)) for step, found in runs.items()}
+
+
 def check(report: dict, planted: dict[str, list[list[str]]]) -> tuple[list[str], list[str]]:
     """(missed, invented) planted copies, comparing the report's groups with what was planted."""
     found: set[tuple[str, str, str]] = set()
@@ -166,22 +181,23 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     parser.add_argument("--keep", action="store_true", help="keep the generated model")
     parser.add_argument("--skip-onnx", action="store_true", help="skip the onnx.load measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the floor and the audit (medians reported)")
     args = parser.parse_args()
 
     planted = generate(args.out, args.size_gb, args.dim)
     model = args.out / "model.onnx"
     data_bytes = (args.out / "model.bin").stat().st_size
     measure("floor", model)  # warm the page cache so every step reads from the same place
-    results = {"floor": measure("floor", model)}
-    if not args.skip_onnx:
+    results = measure_interleaved(measure, ["floor", "auditor"], model, args.repeat)
+    if not args.skip_onnx:  # once: it takes several times the others, and its figure is not a floor
         results["onnx"] = measure("onnx", model)
-    results["auditor"] = measure("auditor", model)
     missed, invented = check(json.loads((args.out / "report.json").read_text()), planted)
 
     floor = results["floor"][0]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1 << 30):.0f} GiB RAM")  # fmt: skip
-    print(f"model: {data_bytes / (1 << 30):.2f} GiB external data, {args.dim}x{args.dim} float32 matrices")
+    print(f"model: {data_bytes / (1 << 30):.2f} GiB external data, {args.dim}x{args.dim} float32 matrices; "
+          f"median of {args.repeat} interleaved rounds (onnx: one run)")  # fmt: skip
     print(f"{'step':<10}{'seconds':>10}{'x floor':>10}{'peak RSS MiB':>15}")
     for step, (seconds, rss) in results.items():
         print(f"{step:<10}{seconds:>10.2f}{seconds / floor:>10.2f}{rss:>15.0f}")

@@ -1,8 +1,10 @@
 """How the audit's cost grows with the model: graph-heavy, If-heavy, nested and tensor-heavy models.
 
 For each family, models are generated at several sizes; each size is measured in a fresh
-process (imports not timed): ``onnx.load`` of the file (the floor) and ``auditor.audit`` with the
-JSON written, with their peak RSS (VmHWM). The growth exponent b of time ~ nodes^b is fitted by
+process (imports not timed): ``onnx.load`` of the file (the floor), ``onnx.load`` followed by
+onnx's shape inference with data propagation (the C++ work the audit's costs need: a second
+floor), and ``auditor.audit`` with the JSON written, each with its peak RSS (VmHWM); the three
+take turns, ``--repeat`` rounds, and the medians are reported. The growth exponent b of time ~ nodes^b is fitted by
 least squares on log-log for both, and the planted copies are checked against the report.
 
 Families:
@@ -30,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from large_model import run_step  # benchmarks/ is on the path when a script here runs
+from large_model import measure_interleaved, run_step  # benchmarks/ is on the path when a script here runs
 
 FLOAT = TensorProto.FLOAT
 D = 16  # side of the small weights
@@ -178,6 +180,8 @@ FAMILIES: dict[str, tuple[Callable[[Path, int], dict], list[int], list[int], str
 
 _STEPS = {
     "onnx": ("import onnx", "model = onnx.load(str(path))"),
+    # the part of the audit that is onnx's own C++ work: the model parsed and its shapes inferred
+    "inference": ("import onnx", "model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True)"),
     "auditor": ("from auditor import audit\nfrom auditor.report.json_report import render_json", """
         report = audit(path)
         path.with_name(path.stem + ".json").write_text(render_json(report))
@@ -219,14 +223,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", action="append", choices=list(FAMILIES), help="families to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes (a minute)")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per size (medians reported)")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"median seconds of {args.repeat} interleaved rounds, highest peak RSS")  # fmt: skip
     failed = False
     for family in args.family or list(FAMILIES):
         generate, sizes, quick, unit = FAMILIES[family]
-        print(f"\n{family}: {'size':>8} {unit:<8}{'nodes':>8}{'onnx.load s':>13}{'audit s':>10}{'ratio':>8}"
-              f"{'onnx MiB':>10}{'audit MiB':>11}  planted copies")  # fmt: skip
-        onnx_times, audit_times, node_counts = [], [], []
+        print(f"\n{family}: {'size':>8} {unit:<8}{'nodes':>8}{'onnx.load s':>13}{'+infer s':>10}{'audit s':>10}{'ratio':>8}"
+              f"{'ratio/infer':>12}{'onnx MiB':>10}{'infer MiB':>11}{'audit MiB':>11}  planted copies")  # fmt: skip
+        onnx_times, infer_times, audit_times, node_counts = [], [], [], []
         chosen = quick if args.quick else sizes
         with tempfile.TemporaryDirectory() as folder:
             for size in chosen:
@@ -235,18 +241,20 @@ def main() -> int:
                 info = generate(path, size)
                 print(f"  generated {path.name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
                 nodes = _count_nodes(path)
-                load_s, load_mb = measure("onnx", path)
-                audit_s, audit_mb = measure("auditor", path)
+                found = measure_interleaved(measure, ["onnx", "inference", "auditor"], path, args.repeat)
+                (load_s, load_mb), (infer_s, infer_mb), (audit_s, audit_mb) = found["onnx"], found["inference"], found["auditor"]
                 missed, invented, wrong = check(path.with_name(path.stem + ".json"), info)
                 failed |= bool(missed or invented or wrong)
                 onnx_times.append(load_s)
+                infer_times.append(infer_s)
                 audit_times.append(audit_s)
                 node_counts.append(nodes)
                 copies = f"{len(info['planted']) - missed}/{len(info['planted'])} found, {invented} invented"
                 copies += f"; WRONG: {wrong}" if wrong else ""
-                print(f"{'':>10}{size:>8} {'':<8}{nodes:>8}{load_s:>13.2f}{audit_s:>10.2f}{audit_s / load_s:>8.1f}"
-                      f"{load_mb:>10.0f}{audit_mb:>11.0f}  {copies}", flush=True)  # fmt: skip
+                print(f"{'':>10}{size:>8} {'':<8}{nodes:>8}{load_s:>13.2f}{infer_s:>10.2f}{audit_s:>10.2f}{audit_s / load_s:>8.1f}"
+                      f"{audit_s / infer_s:>12.1f}{load_mb:>10.0f}{infer_mb:>11.0f}{audit_mb:>11.0f}  {copies}", flush=True)  # fmt: skip
         print(f"{'':>10}growth exponent in nodes: onnx.load {exponent(node_counts, onnx_times):.2f}, "
+              f"onnx.load + inference {exponent(node_counts, infer_times):.2f}, "
               f"audit {exponent(node_counts, audit_times):.2f}")  # fmt: skip
     return 1 if failed else 0
 

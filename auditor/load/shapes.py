@@ -384,8 +384,9 @@ def _infer_in_segments(model: onnx.ModelProto, segments: list[tuple[int, int]], 
         inferred = onnx.shape_inference.infer_shapes(part, strict_mode=False, data_prop=True).graph
         _collect(inferred, (), found, offset=start - len(pulled))  # pulled nodes own no subgraphs
         for value in list(inferred.value_info) + list(inferred.output):
-            if value.name in handed_on or value.name in shape_reads or _is_shape_value(value):
-                types.setdefault(value.name, value)
+            if value.name not in types and (value.name in handed_on or value.name in shape_reads or _is_shape_value(value)):
+                types[value.name] = kept = onnx.ValueInfoProto()
+                kept.CopyFrom(value)  # a copy: a reference would keep the whole inferred segment alive
 
 
 def infer_shapes(
