@@ -216,15 +216,17 @@ def audit_torch_target(
     progress: Progress | None = None,
     shapes: ShapeRequest | None = None,
     claim: Claim | None = None,
+    overwrite: bool = False,
 ) -> tuple[Report, ModelGraph]:
     """Audit a PyTorch model given as ``file.py:factory`` or ``package.module:factory``: export it
     to ``onnx_path`` in a child process (dynamo, else TorchScript), audit the export, and reconcile
-    it with torch's own account of the model (ties, applications)."""
+    it with torch's own account of the model (ties, applications). ``overwrite``: external data the
+    export writes beside ``onnx_path`` may replace an existing file."""
     from auditor.analyses.reconcile import reconcile
     from auditor.load.torch_module import export_onnx
 
     input_shapes = dict(shapes.input_shapes) if shapes is not None and shapes.input_shapes else None
-    result = export_onnx(target, onnx_path, timeout_s=export_timeout, input_shapes=input_shapes)
+    result = export_onnx(target, onnx_path, timeout_s=export_timeout, input_shapes=input_shapes, overwrite=overwrite)
     if shapes is None or (not shapes.dims and not shapes.input_shapes):
         # cost the export at the example inputs' shapes ("ids: int64[2, 6]"), not at the defaults
         example = {m.group(1): tuple(int(d) for d in m.group(2).split(",") if d.strip())

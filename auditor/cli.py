@@ -233,7 +233,8 @@ def run(argv: Sequence[str] | None) -> int:
                 sys.stderr.write(f"exporting {args.model} to ONNX (a child process, at most {args.export_timeout:g} s)...\n")
             with progress_bar(enabled=not args.quiet) as progress:
                 report, model = audit_torch_target(args.model, onnx_path, args.export_timeout, near=args.near,
-                                                   progress=progress, shapes=request, claim=claim)  # fmt: skip
+                                                   progress=progress, shapes=request, claim=claim,
+                                                   overwrite=bool(args.force))  # fmt: skip
             measured_path = str(onnx_path)
         else:
             with progress_bar(enabled=not args.quiet) as progress:

@@ -29,6 +29,7 @@ from auditor.load.torch_module import (  # noqa: E402
     ground_truth,
     is_pt2_archive,
     load_pt2,
+    move_into_place,
     resolve_factory,
     trace_target,
     truth_from_dict,
@@ -545,3 +546,28 @@ def test_export_without_folding_keeps_the_tie(factories: Path, tmp_path: Path, e
     (tie,) = info.ties
     assert tie.outcome == KEPT and tie.message == "kept as one tensor" and tie.holders[0].readers == 2
     assert not info.duplicated_by_export and info.onnx_stored_params == info.torch_unique_params == 472
+
+
+def test_external_data_of_an_export_never_replaces_a_file_by_surprise(tmp_path: Path) -> None:
+    """An export over 1 GiB writes its weights beside the ONNX file (m.onnx.data). Moving them into
+    the destination folder must not replace a file already there, unless --force said so; and a
+    refusal moves nothing at all."""
+    work, dest_dir = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    dest_dir.mkdir()
+    (work / "m.onnx").write_bytes(b"graph")
+    (work / "m.onnx.data").write_bytes(b"new weights")
+    (dest_dir / "m.onnx.data").write_bytes(b"someone's file")
+    with pytest.raises(AuditError) as refused:
+        move_into_place(work, dest_dir / "m.onnx", overwrite=False)
+    assert refused.value.slug == "output-exists" and "m.onnx.data" in str(refused.value) and "--force" in str(refused.value)
+    assert (dest_dir / "m.onnx.data").read_bytes() == b"someone's file" and not (dest_dir / "m.onnx").exists()
+
+    move_into_place(work, dest_dir / "m.onnx", overwrite=True)
+    assert (dest_dir / "m.onnx").read_bytes() == b"graph" and (dest_dir / "m.onnx.data").read_bytes() == b"new weights"
+    assert not list(work.iterdir())
+    # nothing in the way: moved without --force
+    (work / "n.onnx").write_bytes(b"graph 2")
+    (work / "n.onnx.data").write_bytes(b"weights 2")
+    move_into_place(work, dest_dir / "n.onnx", overwrite=False)
+    assert (dest_dir / "n.onnx.data").read_bytes() == b"weights 2"

@@ -768,12 +768,14 @@ def export_onnx(
     memory_cap_bytes: int | None = None,
     exporter: str = "auto",
     fold: bool = True,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Resolve the factory ``target`` and export it to ``path`` in a child process with a time (and
     memory) limit; a hanging export is killed (``AuditError('export-timeout')``). Modules do not
     pickle reliably, so the child calls the factory itself; the ground truth is taken there, from
     the very module exported. ``exporter``, ``fold``: see ``export_module``. Nothing is left at ``path`` unless
-    the export succeeds."""
+    the export succeeds; a file the exporter writes beside it (external data) replaces an existing
+    one only with ``overwrite``."""
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     if exporter not in EXPORTERS:
@@ -788,8 +790,7 @@ def export_onnx(
         request = _request("export", target, input_shapes)
         request.update(path=str(work / dest.name), dynamic_ids=dynamic_ids, exporter=exporter, fold=fold)
         result = _run_child(request, timeout_s, memory_cap_bytes, f"exporting {target}", "export")
-        for item in work.iterdir():
-            os.replace(item, dest.parent / item.name)
+        move_into_place(work, dest, overwrite)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportResult(
@@ -797,6 +798,22 @@ def export_onnx(
         seconds=float(result["seconds"]), opset=int(result["opset"]), external_data=bool(result["external_data"]),
         dynamic_inputs=tuple(result["dynamic_inputs"]), truth=truth_from_dict(result["truth"]),
     )  # fmt: skip
+
+
+def move_into_place(work: Path, dest: Path, overwrite: bool) -> None:
+    """Move what an export wrote into ``work`` (the file ``dest.name``, external data beside it)
+    into ``dest``'s folder. Any file there it would replace, other than ``dest`` itself (which the
+    caller has cleared), is refused unless ``overwrite``: checked before anything moves."""
+    written = sorted(work.iterdir())
+    clashes = [item.name for item in written if item.name != dest.name and (dest.parent / item.name).exists()]
+    if clashes and not overwrite:
+        raise AuditError(
+            "output-exists",
+            f"the export writes {clashes[0]} beside {dest.name}, and {dest.parent / clashes[0]} exists; "
+            "pass --force to overwrite it",
+        )
+    for item in written:
+        os.replace(item, dest.parent / item.name)
 
 
 def trace_target(
