@@ -6,6 +6,7 @@ Every expected figure is counted by hand in the test, from the graph as written.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
 from pathlib import Path
@@ -252,3 +253,57 @@ def test_element_types_the_file_leaves_unstated_are_inferred(tmp_path: Path) -> 
     assert (model.dtypes["r"], model.dtypes["c"], model.dtypes["y"]) == ("float16", "float32", "float32")
     # live after each node (x is the caller's, not counted): r; r + c at the Cast; c + y
     assert liveness(model, count_inputs=False).timeline == ((0, 2048), (1, 2048 + 4096), (2, 4096 + 4096))
+
+
+def _position_ids_graph(limit_from_data: bool) -> onnx.GraphProto:
+    """ids [batch, seq] int64. Position ids as the legacy exporter builds them: Shape(ids) ->
+    Gather(1) -> Range(0, seq, 1) -> Gather(pos [64, 8]) [seq, 8], added to Gather(tok [100, 8], ids)
+    [batch, seq, 8]. With ``limit_from_data`` the limit is ReduceMax of the ids: known only at run time."""
+    i64 = lambda name, value: numpy_helper.from_array(np.asarray(value, np.int64), name)  # noqa: E731
+    limit = (
+        [helper.make_node("ReduceMax", ["ids"], ["limit"], keepdims=0)] if limit_from_data
+        else [helper.make_node("Shape", ["ids"], ["shape"]), helper.make_node("Gather", ["shape", "one"], ["limit"])]
+    )  # fmt: skip
+    nodes = limit + [
+        helper.make_node("Range", ["zero", "limit", "one"], ["positions"]),
+        helper.make_node("Gather", ["pos", "positions"], ["pos_emb"]),
+        helper.make_node("Gather", ["tok", "ids"], ["tok_emb"]),
+        helper.make_node("Add", ["tok_emb", "pos_emb"], ["h"]),
+        helper.make_node("MatMul", ["h", "w"], ["y"]),
+    ]
+    inits = [i64("zero", 0), i64("one", 1), _ones("pos", 64, 8), _ones("tok", 100, 8), _ones("w", 8, 8)]
+    return helper.make_graph(nodes, "positions", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+                             [_float("y", None)], inits)  # fmt: skip
+
+
+def test_a_range_over_a_dimension_gets_its_length(tmp_path: Path) -> None:
+    """onnx's data propagation does not evaluate Range: its length (seq) is worked out from
+    Shape -> Gather and given back to the inference, so the position lookup has a shape too."""
+    model = load_onnx(_save(tmp_path, _position_ids_graph(limit_from_data=False)), ShapeRequest(dims={"batch": 2, "seq": 7}))
+    assert model.shapes["positions"] == (7,) and model.shapes["pos_emb"] == (7, 8) and model.shapes["h"] == (2, 7, 8)
+    assert model.shape_info is not None and model.shape_info.unknown_values == 0
+    report = auditor.audit(tmp_path / "m.onnx", shapes=ShapeRequest(dims={"batch": 2, "seq": 7}))
+    assert report.compute is not None and report.compute.complete and report.compute.macs == 2 * 7 * 8 * 8
+    # and without a reference cycle: the audit pauses the cyclic collector, so one would keep the
+    # parsed model (its arena) alive for good
+    gc.collect()
+    auditor.audit(tmp_path / "m.onnx", shapes=ShapeRequest(dims={"batch": 2, "seq": 7}))
+    assert gc.collect() == 0
+
+
+def test_a_range_over_run_time_data_stays_unknown(tmp_path: Path) -> None:
+    model = load_onnx(_save(tmp_path, _position_ids_graph(limit_from_data=True)), ShapeRequest(dims={"batch": 2, "seq": 7}))
+    assert "positions" not in model.shapes or not all(isinstance(d, int) for d in model.shapes["positions"])
+    assert model.shapes["tok_emb"] == (2, 7, 8)
+
+
+@pytest.mark.parametrize(("start", "limit", "delta", "length"), [(0.5, 4.0, 1.5, 3), (5, 2, -1, 3), (3, 3, 1, 0), (4, 1, 1, 0)])
+def test_range_lengths_round_up_and_never_go_below_zero(tmp_path: Path, start: float, limit: float, delta: float, length: int) -> None:
+    kind = TensorProto.FLOAT if isinstance(start, float) else TensorProto.INT64
+    dtype = np.float32 if kind == TensorProto.FLOAT else np.int64
+    inits = [numpy_helper.from_array(np.asarray(v, dtype), n) for n, v in (("s", start), ("l", limit), ("d", delta))]
+    # the limit passes through Cast and Identity, as exporters write it
+    nodes = [helper.make_node("Identity", ["l"], ["l1"]), helper.make_node("Cast", ["l1"], ["l2"], to=kind),
+             helper.make_node("Range", ["s", "l2", "d"], ["r"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "range", [], [helper.make_tensor_value_info("r", kind, None)], inits)
+    assert load_onnx(_save(tmp_path, graph)).shapes["r"] == (length,)

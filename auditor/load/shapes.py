@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Callable, Iterable, Iterator, Mapping
 
 import onnx
-from onnx import AttributeProto, TensorProto
+from onnx import AttributeProto, TensorProto, numpy_helper
 
 from auditor.errors import AuditError
 from auditor.graph import Dim, DimBinding, ShapeInfo, ShapeRequest
@@ -381,12 +381,112 @@ def _infer_in_segments(model: onnx.ModelProto, segments: list[tuple[int, int]], 
                 part.graph.input.append(onnx.helper.make_empty_tensor_value_info(name))
         part.graph.node.extend(segment)
         part.graph.output.extend(v for v in graph.output if v.name in defined)
+        part.graph.value_info.extend(v for v in graph.value_info if v.name in defined)  # sizes worked out here
         inferred = onnx.shape_inference.infer_shapes(part, strict_mode=False, data_prop=True).graph
         _collect(inferred, (), found, offset=start - len(pulled))  # pulled nodes own no subgraphs
         for value in list(inferred.value_info) + list(inferred.output):
             if value.name not in types and (value.name in handed_on or value.name in shape_reads or _is_shape_value(value)):
                 types[value.name] = kept = onnx.ValueInfoProto()
                 kept.CopyFrom(value)  # a copy: a reference would keep the whole inferred segment alive
+
+
+def _infer(model: onnx.ModelProto, segments: list[tuple[int, int]], found: dict[GraphPath, dict[str, InferredValue]]) -> None:
+    if len(segments) == 1:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        _collect(inferred.graph, (), found)
+    else:
+        _infer_in_segments(model, segments, found)
+
+
+_PASS_THROUGH = frozenset({"Squeeze", "Unsqueeze", "Cast", "Identity", "Reshape", "Flatten"})
+_ARITHMETIC: dict[str, Callable[[Fraction, Fraction], Fraction]] = {
+    "Add": operator.add, "Sub": operator.sub, "Mul": operator.mul,
+}  # fmt: skip
+
+
+def _range_lengths(graph: onnx.GraphProto, shapes: Mapping[str, InferredValue]) -> list[onnx.ValueInfoProto]:
+    """The output shapes of the main graph's Range nodes that onnx's inference left unknown,
+    where start, limit and delta are scalars this can work out: constants, and dims of inferred
+    shapes taken with ``Shape -> Gather`` and simple arithmetic (the legacy exporter builds
+    position ids this way; onnx's data propagation does not evaluate Range)."""
+    ranges = [node for node in graph.node if node.op_type == "Range" and node.domain in ("", "ai.onnx")
+              and len(node.input) == 3 and node.output]  # fmt: skip
+    if not ranges:
+        return []
+    scalars = _Scalars(graph, shapes)
+    found = []
+    for node in ranges:
+        dims, elem_type = shapes.get(node.output[0], (None, 0))
+        if dims is not None and all(isinstance(d, int) for d in dims):
+            continue
+        start, limit, delta = (scalars.value(name, 0) for name in node.input)
+        if start is None or limit is None or not delta:
+            continue
+        length = max(0, math.ceil((limit - start) / delta))
+        elem_type = elem_type or (shapes.get(node.input[0]) or (None, TensorProto.INT64))[1] or TensorProto.INT64
+        found.append(onnx.helper.make_tensor_value_info(node.output[0], elem_type, [length]))
+    return found
+
+
+class _Scalars:
+    """One-element values of the main graph worked out without running it (a class, not a
+    recursive closure: that would be a reference cycle holding the parsed model)."""
+
+    def __init__(self, graph: onnx.GraphProto, shapes: Mapping[str, InferredValue]) -> None:
+        self.producer = {out: node for node in graph.node for out in node.output if out}
+        self.constants = {t.name: t for t in graph.initializer}
+        self.shapes = shapes
+
+    def value(self, name: str, depth: int) -> Fraction | None:
+        if depth > 32:
+            return None
+        if name in self.constants:
+            return _one_value(self.constants[name])
+        node = self.producer.get(name)
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return _one_value(attr.t)
+                if attr.name in ("value_int", "value_float"):
+                    return Fraction(attr.i if attr.name == "value_int" else attr.f)
+            return None
+        if node.op_type in _PASS_THROUGH and node.input:
+            return self.value(node.input[0], depth + 1)
+        if node.op_type in _ARITHMETIC and len(node.input) == 2:
+            a, b = self.value(node.input[0], depth + 1), self.value(node.input[1], depth + 1)
+            return None if a is None or b is None else _ARITHMETIC[node.op_type](a, b)
+        if node.op_type == "Gather" and len(node.input) == 2:  # one dim of a Shape
+            return self._dim(node, depth)
+        return None
+
+    def _dim(self, gather: onnx.NodeProto, depth: int) -> Fraction | None:
+        source = self.producer.get(gather.input[0])
+        index = self.value(gather.input[1], depth + 1)
+        if source is None or source.op_type != "Shape" or index is None or index.denominator != 1:
+            return None
+        dims = (self.shapes.get(source.input[0]) or (None, 0))[0]
+        if dims is None:
+            return None
+        attrs = {a.name: a.i for a in source.attribute}
+        window = dims[attrs.get("start", 0) : attrs.get("end", len(dims))] if attrs else dims
+        position = int(index)
+        if not -len(window) <= position < len(window):
+            return None
+        dim = window[position]
+        return Fraction(dim) if isinstance(dim, int) else None
+
+
+def _one_value(tensor: TensorProto) -> Fraction | None:
+    """The value of a one-element numeric tensor, exactly."""
+    if math.prod(tensor.dims) != 1 or tensor.data_location == TensorProto.EXTERNAL:
+        return None
+    try:
+        value = numpy_helper.to_array(tensor).reshape(-1)[0]
+        return Fraction(value.item())
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def infer_shapes(
@@ -421,11 +521,18 @@ def infer_shapes(
         saved = _detached(model) if detach else []
         try:
             segments = _segments(graph)
-            if len(segments) == 1:
-                inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-                _collect(inferred.graph, (), found)
-            else:
-                _infer_in_segments(model, segments, found)
+            _infer(model, segments, found)
+            ranges = _range_lengths(graph, found.get((), {}))
+            if ranges:  # sizes onnx could not work out, given back to it: what follows gets shapes too
+                graph.value_info.extend(ranges)
+                found.clear()
+                _infer(model, segments, found)
+                main = found.setdefault((), {})
+                for value in ranges:  # onnx keeps its own unknown size where the value is a graph output
+                    dims, elem_type = main.get(value.name, (None, 0))
+                    if dims is None or not all(isinstance(d, int) for d in dims):
+                        main[value.name] = (_dims_of(value), value.type.tensor_type.elem_type)
+            if len(segments) > 1:
                 info = dataclasses.replace(info, inferred=f"onnx, in {len(segments)} segments")
         except Exception as exc:  # noqa: BLE001 - a model onnx cannot infer is still audited
             text = str(exc).strip()
