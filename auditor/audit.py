@@ -39,6 +39,7 @@ def analyse(
 ) -> Report:
     """Run every analysis on a loaded model (``claim``: a stated parameter count to check)."""
     tolerance = DEFAULT_TOLERANCE if near is None else near
+    _stage(progress, "counting parameters and their uses")
     params = parameter_tensors(model)
     loop_table = loops(model)
     applications = {
@@ -58,6 +59,7 @@ def analyse(
     else:  # weights alone say nothing of how often each is applied
         totals = AppliedTotals(applied=None, lower_bound=0, branches=())
 
+    _stage(progress, "looking for repeated blocks")
     families = find_block_families(model, params)
     dequantized = dequantized_weights(model, params)
     lockstep_ids = [[block[t] for block in f.blocks] for f in families for t in range(len(f.blocks[0]))]
@@ -83,6 +85,7 @@ def analyse(
         if values is not None:
             dequantized_prints[weight.source] = fingerprint_array(weight.source, values)
 
+    _stage(progress, "finding copies and near-duplicates")
     edges = digest_edges(candidates, {tid: fp.digest for tid, fp in prints.items()})
     edges += transformed_edges(candidates, prints, edges, dequantized, dequantized_prints)
     unused = (
@@ -106,6 +109,7 @@ def analyse(
     shareable = near_duplicates(candidates, prints, tolerance, copy_head)
     repeated = describe_families(families, params, prints, dots, copy_head)
     unknown = unknown_roles(model, params)
+    _stage(progress, "costing compute and memory")
     compute = compute_cost(model, loop_table, [f.blocks for f in families]) if model.has_graph else None
     memory = static_memory(
         model, counts.unique_bytes, {d: c.bytes for d, c in counts.by_dtype.items()},
@@ -164,6 +168,11 @@ def analyse(
     )
 
 
+def _stage(progress: Progress | None, text: str) -> None:
+    if progress is not None:
+        progress.stage(text)
+
+
 @contextlib.contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector: loading and analysing create millions of small
@@ -201,6 +210,7 @@ def audit_with_graph(
     """Audit one model file (ONNX, or a checkpoint: see ``auditor.load.any``), costed at the input
     shapes ``shapes`` binds; also return the loaded graph (for GraphML export and measuring)."""
     with _no_cyclic_gc():
+        _stage(progress, "loading the graph and inferring shapes")
         model = load_model(path, shapes)
         return analyse(model, near=near, progress=progress, claim=claim), model
 

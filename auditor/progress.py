@@ -8,7 +8,10 @@ from typing import Any, Iterator, Protocol
 
 
 class Progress(Protocol):
-    """What the analyses report to: the bytes they will read, then the bytes read so far."""
+    """What the audit reports to: the stage it is in (a big graph takes seconds to walk before a
+    byte is read), the bytes it will read, then the bytes read so far."""
+
+    def stage(self, text: str) -> None: ...
 
     def start(self, total_bytes: int) -> None: ...
 
@@ -19,6 +22,13 @@ class _TqdmProgress:
     def __init__(self, desc: str) -> None:
         self.desc = desc
         self.bar: Any = None
+        self.status = False  # a stage line is showing
+
+    def stage(self, text: str) -> None:
+        self.close()
+        sys.stderr.write(f"\r{text}...\x1b[K")  # one line, overwritten by the next stage or bar
+        sys.stderr.flush()
+        self.status = True
 
     def start(self, total_bytes: int) -> None:
         from tqdm import tqdm
@@ -36,6 +46,10 @@ class _TqdmProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self.status:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.status = False
 
 
 @contextmanager
