@@ -139,3 +139,21 @@ def test_graphml_holds_names_with_control_characters(tmp_path: Path) -> None:
     assert _run(str(path), "--graphml", str(tmp_path / "g.graphml"), "-q").returncode == 0
     graph = nx.read_graphml(tmp_path / "g.graphml")
     assert "value:W\\x01odd" in graph
+
+
+def test_a_name_defined_inside_a_branch_is_not_visible_after_it(tmp_path: Path) -> None:
+    """'inner' is defined inside the If's then-branch; a main-graph node after the If reads it.
+    That name does not exist in the main graph: refused in one line, never resolved silently."""
+    then_branch = helper.make_graph([helper.make_node("Relu", ["x"], ["inner"]), helper.make_node("Neg", ["inner"], ["t"])], "then", [],
+                                    [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])  # fmt: skip
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("If", ["flag"], ["z"], then_branch=then_branch, else_branch=else_branch),
+             helper.make_node("Add", ["z", "inner"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "leak", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+                                              helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])  # fmt: skip
+    path = tmp_path / "leak.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    done = _run(str(path), "-q")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "'inner'" in done.stderr and "never defined" in done.stderr

@@ -108,3 +108,14 @@ def test_a_long_timeline_is_sampled_keeping_each_window_high(tmp_path: Path) -> 
     assert len(found.timeline) == 301
     assert max(bytes_ for _, bytes_ in found.timeline) == 5 * KIB4
     assert min(bytes_ for _, bytes_ in found.timeline) == 2 * KIB4
+
+
+def test_a_graph_output_made_early_stays_live_to_the_end(tmp_path: Path) -> None:
+    """a = Relu(x) is a graph output, then b = Exp(a), c = Exp(b), y = Exp(c) (an output too).
+    Plain liveness, the input not counted: a at the Relu, a + b, then a + b + c at the second Exp
+    (b is read there last), then a + c + y: a, the caller's, stays to the end. 3 x 4 KiB."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Exp", ["a"], ["b"]),
+             helper.make_node("Exp", ["b"], ["c"]), helper.make_node("Exp", ["c"], ["y"])]  # fmt: skip
+    graph = _graph(tmp_path, nodes, [("a", TensorProto.FLOAT), ("y", TensorProto.FLOAT)])
+    found = liveness(graph, count_inputs=False)
+    assert [bytes_ for _, bytes_ in found.timeline] == [KIB4, 2 * KIB4, 3 * KIB4, 3 * KIB4]

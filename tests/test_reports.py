@@ -332,9 +332,13 @@ def test_json_writer_indents_the_top_levels_and_keeps_deeper_containers_on_one_l
     from auditor.report.json_report import dumps
 
     nodes = [{"node": f"n{i}", "op_type": "MatMul", "macs": i, "shape": [i, 2]} for i in range(5)]
-    document = {"compute": {"nodes": nodes, "complete": True}, "empty": {}, "none": [], "name": "é\"\n"}
+    document = {"compute": {"nodes": nodes, "complete": True}, "empty": {}, "none": [], "name": "é\"\n", 'a"b\n': 1}
     text = dumps(document)
     assert json.loads(text) == document and text.endswith("}\n")
+    odd_keys = {"k": {True: 1, None: 2, 1.5: 3, 7: 4}}  # keys as json itself writes them
+    assert json.loads(dumps(odd_keys)) == json.loads(json.dumps(odd_keys))
+    with pytest.raises(TypeError):
+        dumps({(1, 2): 0})
     lines = text.splitlines()
     for node in nodes:
         assert f"      {json.dumps(node)}," in lines or f"      {json.dumps(node)}" in lines

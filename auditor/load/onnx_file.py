@@ -472,18 +472,16 @@ class _Builder:
         """Shapes at the bound input sizes (``shapes``), and element types: inferred, completed
         from the symbolic expressions the exporter wrote."""
         written: dict[str, tuple[int | str | None, ...]] = {}
-        # a main-graph output's fixed sizes hold at the export's example inputs only, when the
-        # inputs have sizes to bind (the legacy exporter writes them where only inputs were dynamic)
-        outputs = {value.name for value in graph.output} if not path and self.sizes else set()
         for value in list(graph.input) + list(graph.value_info) + list(graph.output):
             tensor_type = value.type.tensor_type
             if tensor_type.elem_type:
                 self.dtypes[self._value_id(scope, value.name)] = _TYPES.get(tensor_type.elem_type, ("unknown", None))[0]
             if tensor_type.HasField("shape"):
+                # inferred sizes come first: the file's complete them (a main-graph output's fixed
+                # sizes, which the legacy exporter writes at the traced sizes, give way to them)
                 written[value.name] = tuple(
-                    None if value.name in outputs and d.HasField("dim_value") else
                     d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
-                )  # fmt: skip
+                )
         inferred = self.bound.get(path, {})
         for name, (dims, elem_type) in inferred.items():
             value_id = self._value_id(scope, name)

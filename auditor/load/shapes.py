@@ -20,6 +20,7 @@ import ast
 import dataclasses
 import math
 import operator
+import re
 from fractions import Fraction
 from collections import Counter
 from typing import Callable, Iterable, Iterator, Mapping
@@ -30,12 +31,13 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 from auditor.errors import AuditError
 from auditor.graph import Dim, DimBinding, ShapeInfo, ShapeRequest
 
-# Tensors above these sizes are detached while onnx infers shapes. Integer tensors up to 4 KiB
-# stay: data propagation reads them (shapes, axes, slice bounds). Float data matters to inference
-# only as a few values (Resize's scales): any larger float tensor would only be copied, and a
-# graph of many small weights made onnx's copies of the model the audit's peak memory.
-_STUB_BYTES = 4096
-_STUB_FLOAT_BYTES = 64
+# Tensors above these sizes are detached while onnx infers shapes. Integer tensors up to 512
+# elements stay: data propagation reads them (shapes, axes, slice bounds). Float data matters to
+# inference only as a few values (Resize's scales, a float Range's bounds): tensors of more than
+# 16 elements are only copied, and a graph of many small weights made onnx's copies of the model
+# the audit's peak memory. (Counted in elements: a tensor's byte size includes its name.)
+_STUB_INTEGER_ELEMENTS = 512
+_STUB_FLOAT_ELEMENTS = 16
 _INTEGER_TYPES = frozenset({
     TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT64,
     TensorProto.UINT32, TensorProto.UINT16, TensorProto.UINT8, TensorProto.BOOL,
@@ -45,8 +47,8 @@ _INTEGER_TYPES = frozenset({
 def _worth_detaching(tensor: TensorProto) -> bool:
     if tensor.data_location == TensorProto.EXTERNAL:
         return False
-    limit = _STUB_BYTES if tensor.data_type in _INTEGER_TYPES else _STUB_FLOAT_BYTES
-    return bool(tensor.ByteSize() > limit)
+    limit = _STUB_INTEGER_ELEMENTS if tensor.data_type in _INTEGER_TYPES else _STUB_FLOAT_ELEMENTS
+    return bool(math.prod(tensor.dims) > limit)
 
 
 _SEQUENCE_NAMES = ("seq", "sequence")
@@ -304,90 +306,131 @@ def _reads(nodes: Iterable[onnx.NodeProto]) -> set[str]:
 
 
 def _is_shape_value(value: onnx.ValueInfoProto) -> bool:
-    """An integer tensor of rank 0 or 1: what shape arithmetic computes (Shape, Gather, Concat)."""
+    """A numeric tensor of rank 0 or 1: what shape arithmetic computes (Shape, Gather, Concat,
+    and the casts to float and back that the legacy exporter writes)."""
     tensor_type = value.type.tensor_type
     return tensor_type.elem_type in _SHAPE_TYPES and tensor_type.HasField("shape") and len(tensor_type.shape.dim) <= 1
 
 
-_SHAPE_TYPES = frozenset({TensorProto.INT64, TensorProto.INT32})
-
-
+_SHAPE_TYPES = frozenset({TensorProto.INT64, TensorProto.INT32, TensorProto.FLOAT, TensorProto.DOUBLE})
 _MAX_PULLED = 256  # nodes of shape arithmetic a segment may repeat from before it
+_UNNAMED = re.compile(r"unk__\d+")  # the symbols onnx makes up for sizes it cannot name
 
 
-def _infer_in_segments(model: onnx.ModelProto, segments: list[tuple[int, int]], found: dict[GraphPath, dict[str, InferredValue]]) -> None:
+class _SegmentedInference:
     """onnx's inference on each segment of the main graph in turn (see ``_SEGMENT_SUBGRAPHS``).
 
     A segment reads the graph's inputs and initializers, and the values earlier segments
     computed, with the types inferred there. Data propagation (shape arithmetic worked out to
     numbers) does not cross a border by itself: so the shape arithmetic an earlier segment did
     for a value this one reads (``Shape -> Gather -> Concat`` into a Reshape) is repeated at the
-    segment's start, up to ``_MAX_PULLED`` nodes.
-    """
-    graph = model.graph
-    initializers = {t.name: t for t in graph.initializer}
-    sparse = {t.values.name: t for t in graph.sparse_initializer}
-    inputs = {v.name: v for v in graph.input}
-    nodes = list(graph.node)
-    producer = {out: position for position, node in enumerate(nodes) for out in node.output if out}
-    shape_reads = {node.input[0] for node in nodes if node.op_type in ("Shape", "Size") and node.input and not node.domain}
-    reads = [_reads(nodes[start:stop]) for start, stop in segments]
-    later: set[str] = set()
-    needed_later = []
-    for read in reversed(reads):  # the values each segment must hand on to the ones after it
-        needed_later.append(set(later))
-        later |= read
-    needed_later.reverse()
-    types: dict[str, onnx.ValueInfoProto] = {}  # values computed so far that a later segment may read
+    segment's start, up to ``_MAX_PULLED`` nodes. The sizes onnx leaves unnamed (``unk__0``) are
+    renamed per segment, so that two segments' unknowns never share a name.
 
-    def pull(name: str, start: int, pulled: set[int]) -> bool:
+    A class, not closures: a recursive closure is a reference cycle, and this one would hold the
+    parsed model while the audit runs with the cyclic collector paused.
+    """
+
+    def __init__(self, model: onnx.ModelProto, segments: list[tuple[int, int]]) -> None:
+        graph = model.graph
+        self.model = model
+        self.segments = segments
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.sparse = {t.values.name: t for t in graph.sparse_initializer}
+        self.inputs = {v.name: v for v in graph.input}
+        self.nodes = list(graph.node)
+        self.producer = {out: position for position, node in enumerate(self.nodes) for out in node.output if out}
+        self.shape_reads = {n.input[0] for n in self.nodes if n.op_type in ("Shape", "Size") and n.input and not n.domain}
+        self.reads = [_reads(self.nodes[start:stop]) for start, stop in segments]
+        self.last_read: dict[str, int] = {}  # name -> the last segment reading it
+        for index, read in enumerate(self.reads):
+            for name in read:
+                self.last_read[name] = index
+        self.types: dict[str, onnx.ValueInfoProto] = {}  # values computed so far that a later segment may read
+
+    def run(self, found: dict[GraphPath, dict[str, InferredValue]]) -> None:
+        graph = self.model.graph
+        for index, ((start, stop), read) in enumerate(zip(self.segments, self.reads)):
+            pulled: set[int] = set()
+            decided: dict[str, bool] = {}
+            for name in sorted(read):
+                self._pull(name, start, pulled, decided)
+            segment = [self.nodes[p] for p in sorted(pulled)] + self.nodes[start:stop]
+            read = read | _reads(self.nodes[p] for p in pulled)
+            defined = {out for node in segment for out in node.output}
+            part = onnx.ModelProto(ir_version=self.model.ir_version, opset_import=self.model.opset_import,
+                                   functions=self.model.functions)  # fmt: skip
+            for name in sorted(read - defined):
+                part.graph.input.extend(self._input(name, part))
+            part.graph.node.extend(segment)
+            part.graph.output.extend(v for v in graph.output if v.name in defined)
+            part.graph.value_info.extend(v for v in graph.value_info if v.name in defined)  # sizes worked out here
+            inferred = onnx.shape_inference.infer_shapes(part, strict_mode=False, data_prop=True).graph
+            prefix = f"s{index}_"
+            _rename_unnamed(inferred, prefix)
+            _collect(inferred, (), found, offset=start - len(pulled))  # pulled nodes own no subgraphs
+            for value in list(inferred.value_info) + list(inferred.output):
+                name = value.name
+                if name in self.types or name not in defined:
+                    continue
+                if self.last_read.get(name, -1) > index or name in self.shape_reads or _is_shape_value(value):
+                    self.types[name] = kept = onnx.ValueInfoProto()
+                    kept.CopyFrom(value)  # a copy: a reference would keep the whole inferred segment alive
+
+    def _input(self, name: str, part: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+        """What a segment declares for a value it reads from outside itself (initializers added to ``part``)."""
+        if name in self.initializers:
+            part.graph.initializer.append(self.initializers[name])
+            return [self.inputs[name]] if name in self.inputs else []
+        if name in self.sparse:
+            part.graph.sparse_initializer.append(self.sparse[name])
+            return []
+        if name in self.inputs:
+            return [self.inputs[name]]
+        if name in self.types:
+            return [self.types[name]]
+        return [onnx.helper.make_empty_tensor_value_info(name)]  # computed before, of unknown type
+
+    def _pull(self, name: str, start: int, pulled: set[int], decided: dict[str, bool]) -> bool:
         """Add the shape arithmetic before ``start`` that computes ``name`` to ``pulled``; whether
-        ``name`` is then known in the segment (computed there, or an input of a known type)."""
-        position = producer.get(name, start)
+        ``name`` is then known in the segment (computed there, or an input of a known type).
+        ``decided`` remembers each name's answer: shared inputs are looked at once."""
+        if name in decided:
+            return decided[name]
+        decided[name] = answer = self._decide(name, start, pulled, decided)
+        return answer
+
+    def _decide(self, name: str, start: int, pulled: set[int], decided: dict[str, bool]) -> bool:
+        position = self.producer.get(name, start)
         if position >= start or position in pulled:
             return True
-        value = types.get(name)
+        value = self.types.get(name)
         if value is None:
             return False
-        if not _is_shape_value(value) or _owns_subgraphs(nodes[position]) or len(pulled) >= _MAX_PULLED:
+        node = self.nodes[position]
+        if not _is_shape_value(value) or _owns_subgraphs(node) or len(pulled) >= _MAX_PULLED:
             return True  # an input of the type found before
         trial = set(pulled) | {position}
-        for source in nodes[position].input:
-            if source and source not in initializers and source not in inputs and not pull(source, start, trial):
-                return True  # its own inputs cannot all be had: better the value's type as found
+        for source in node.input:
+            if source and source not in self.initializers and source not in self.inputs:
+                if not self._pull(source, start, trial, decided):
+                    return True  # its own inputs cannot all be had: better the value's type as found
         pulled |= trial
         return True
 
-    for (start, stop), read, handed_on in zip(segments, reads, needed_later):
-        pulled: set[int] = set()
-        for name in sorted(read):
-            pull(name, start, pulled)
-        segment = [nodes[p] for p in sorted(pulled)] + nodes[start:stop]
-        read = read | _reads(nodes[p] for p in pulled)
-        defined = {out for node in segment for out in node.output}
-        part = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import, functions=model.functions)
-        for name in sorted(read - defined):
-            if name in initializers:
-                part.graph.initializer.append(initializers[name])
-                if name in inputs:
-                    part.graph.input.append(inputs[name])
-            elif name in sparse:
-                part.graph.sparse_initializer.append(sparse[name])
-            elif name in inputs:
-                part.graph.input.append(inputs[name])
-            elif name in types:
-                part.graph.input.append(types[name])
-            else:  # computed before but of unknown type: an input without one
-                part.graph.input.append(onnx.helper.make_empty_tensor_value_info(name))
-        part.graph.node.extend(segment)
-        part.graph.output.extend(v for v in graph.output if v.name in defined)
-        part.graph.value_info.extend(v for v in graph.value_info if v.name in defined)  # sizes worked out here
-        inferred = onnx.shape_inference.infer_shapes(part, strict_mode=False, data_prop=True).graph
-        _collect(inferred, (), found, offset=start - len(pulled))  # pulled nodes own no subgraphs
-        for value in list(inferred.value_info) + list(inferred.output):
-            if value.name not in types and (value.name in handed_on or value.name in shape_reads or _is_shape_value(value)):
-                types[value.name] = kept = onnx.ValueInfoProto()
-                kept.CopyFrom(value)  # a copy: a reference would keep the whole inferred segment alive
+
+def _rename_unnamed(graph: onnx.GraphProto, prefix: str) -> None:
+    """Prefix the sizes onnx made up (``unk__3``) in a segment's values, its subgraphs' included."""
+    for values in (graph.value_info, graph.output):
+        for value in values:
+            if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+                for dim in value.type.tensor_type.shape.dim:
+                    if dim.HasField("dim_param") and _UNNAMED.fullmatch(dim.dim_param):
+                        dim.dim_param = prefix + dim.dim_param
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in (attr.g,) if attr.type == AttributeProto.GRAPH else attr.graphs if attr.type == AttributeProto.GRAPHS else ():
+                _rename_unnamed(sub, prefix)
 
 
 def _infer(model: onnx.ModelProto, segments: list[tuple[int, int]], found: dict[GraphPath, dict[str, InferredValue]]) -> None:
@@ -395,10 +438,11 @@ def _infer(model: onnx.ModelProto, segments: list[tuple[int, int]], found: dict[
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         _collect(inferred.graph, (), found)
     else:
-        _infer_in_segments(model, segments, found)
+        _SegmentedInference(model, segments).run(found)
 
 
-_PASS_THROUGH = frozenset({"Squeeze", "Unsqueeze", "Cast", "Identity", "Reshape", "Flatten"})
+_PASS_THROUGH = frozenset({"Squeeze", "Unsqueeze", "Identity", "Reshape", "Flatten"})
+_LARGEST_SIZE = 1 << 62  # beyond any tensor (and beyond int64 once a Range's length is written)
 _ARITHMETIC: dict[str, Callable[[Fraction, Fraction], Fraction]] = {
     "Add": operator.add, "Sub": operator.sub, "Mul": operator.mul,
 }  # fmt: skip
@@ -423,6 +467,8 @@ def _range_lengths(graph: onnx.GraphProto, shapes: Mapping[str, InferredValue]) 
         if start is None or limit is None or not delta:
             continue
         length = max(0, math.ceil((limit - start) / delta))
+        if length > _LARGEST_SIZE:
+            continue
         elem_type = elem_type or (shapes.get(node.input[0]) or (None, TensorProto.INT64))[1] or TensorProto.INT64
         found.append(onnx.helper.make_tensor_value_info(node.output[0], elem_type, [length]))
     return found
@@ -436,10 +482,21 @@ class _Scalars:
         self.producer = {out: node for node in graph.node for out in node.output if out}
         self.constants = {t.name: t for t in graph.initializer}
         self.shapes = shapes
+        self.memo: dict[str, Fraction | None] = {}
 
     def value(self, name: str, depth: int) -> Fraction | None:
+        """``name``'s value, worked out once (a chain of Adds of a value to itself doubles the paths)."""
+        if name in self.memo:
+            return self.memo[name]
         if depth > 32:
             return None
+        found = self._value(name, depth)
+        if found is not None and abs(found) > _LARGEST_SIZE:  # no size, and Fractions would grow without bound
+            found = None
+        self.memo[name] = found
+        return found
+
+    def _value(self, name: str, depth: int) -> Fraction | None:
         if name in self.constants:
             return _one_value(self.constants[name])
         node = self.producer.get(name)
@@ -452,6 +509,10 @@ class _Scalars:
                 if attr.name in ("value_int", "value_float"):
                     return Fraction(attr.i if attr.name == "value_int" else attr.f)
             return None
+        if node.op_type == "Cast" and node.input:  # to an integer type: truncated toward zero
+            value = self.value(node.input[0], depth + 1)
+            to = next((a.i for a in node.attribute if a.name == "to"), 0)
+            return Fraction(int(value)) if value is not None and to in _INTEGER_TYPES else value
         if node.op_type in _PASS_THROUGH and node.input:
             return self.value(node.input[0], depth + 1)
         if node.op_type in _ARITHMETIC and len(node.input) == 2:
@@ -515,8 +576,11 @@ def infer_shapes(
             why = "a local function calls itself" if expanded is None else f"local function calls expand to over {_MAX_EXPANDED_NODES:,} nodes"
             return ShapeInfo(info.inputs, info.dims, info.unused, inferred=f"none: {why}"), found
         del graph.value_info[:]  # the exporter's symbolic shapes would only conflict with the bound ones
-        for value in graph.output:  # so would an output's stated shape: non-strict inference keeps it
-            if value.type.HasField("tensor_type"):
+        # so would a computed output's stated shape (non-strict inference keeps it): cleared; the
+        # file's sizes complete the inferred ones afterwards where inference finds none
+        computed = {out for node in graph.node for out in node.output}
+        for value in graph.output:
+            if value.name in computed and value.type.HasField("tensor_type"):
                 value.type.tensor_type.ClearField("shape")
         saved = _detached(model) if detach else []
         try:

@@ -271,6 +271,11 @@ def dumps(document: Any) -> str:
     return "".join(out)
 
 
+def _key(key: Any) -> str:
+    """A dict key as json writes it (true, 1.5, null as strings; other types refused)."""
+    return json.dumps({key: 0}, allow_nan=False)[1:-4]
+
+
 def _write(value: Any, depth: int, out: list[str]) -> None:
     if depth >= _COMPACT_DEPTH or not isinstance(value, (dict, list)) or not value:
         out.append(json.dumps(value, allow_nan=False))
@@ -279,7 +284,7 @@ def _write(value: Any, depth: int, out: list[str]) -> None:
     if isinstance(value, dict):
         out.append("{")
         for position, (key, item) in enumerate(value.items()):
-            out.append(("," if position else "") + inner + json.dumps(str(key)) + ": ")
+            out.append(("," if position else "") + inner + _key(key) + ": ")
             _write(item, depth + 1, out)
         out.append("\n" + "  " * depth + "}")
     else:
