@@ -368,7 +368,11 @@ class _SegmentedInference:
             inferred = onnx.shape_inference.infer_shapes(part, strict_mode=False, data_prop=True).graph
             prefix = f"s{index}_"
             _rename_unnamed(inferred, prefix)
+            # what repeated shape arithmetic computes was found in its own segment already: kept
+            main = found.setdefault((), {})
+            kept_before = {out: main[out] for p in pulled for out in self.nodes[p].output if out in main}
             _collect(inferred, (), found, offset=start - len(pulled))  # pulled nodes own no subgraphs
+            main.update(kept_before)
             for value in list(inferred.value_info) + list(inferred.output):
                 name = value.name
                 if name in self.types or name not in defined:
