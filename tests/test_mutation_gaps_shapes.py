@@ -369,3 +369,15 @@ def test_range_bounds_from_long_chains_are_worked_out_once(tmp_path: Path) -> No
         shape = load_onnx(_save(tmp_path, graph)).shapes.get("r")
         assert time.monotonic() - started < 20  # hours if every path were walked
         assert shape == expected if expected else (shape is None or not all(isinstance(d, int) for d in shape))
+
+
+def test_a_range_limit_cast_to_an_integer_is_truncated(tmp_path: Path) -> None:
+    """Range(0, Cast<int64>(7.5), 1): the cast truncates toward zero, as onnxruntime does: 7 values.
+    Cast<bool>(5) is 1: Range(0, that, 1) holds one value."""
+    for value, to, length in ((7.5, TensorProto.INT64, 7), (5.0, TensorProto.BOOL, 1)):
+        nodes = [helper.make_node("Cast", ["f"], ["c"], to=to), helper.make_node("Cast", ["c"], ["limit"], to=TensorProto.INT64),
+                 helper.make_node("Range", ["zero", "limit", "one"], ["r"])]  # fmt: skip
+        inits = [numpy_helper.from_array(np.asarray(value, np.float32), "f")]
+        inits += [numpy_helper.from_array(np.asarray(v, np.int64), n) for n, v in (("zero", 0), ("one", 1))]
+        graph = helper.make_graph(nodes, "cast", [], [helper.make_tensor_value_info("r", TensorProto.INT64, None)], inits)
+        assert load_onnx(_save(tmp_path, graph)).shapes["r"] == (length,)

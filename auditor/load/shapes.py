@@ -516,7 +516,9 @@ class _Scalars:
         if node.op_type == "Cast" and node.input:  # to an integer type: truncated toward zero
             value = self.value(node.input[0], depth + 1)
             to = next((a.i for a in node.attribute if a.name == "to"), 0)
-            return Fraction(int(value)) if value is not None and to in _INTEGER_TYPES else value
+            if value is None or to not in _INTEGER_TYPES:
+                return value
+            return Fraction(int(value != 0)) if to == TensorProto.BOOL else Fraction(int(value))
         if node.op_type in _PASS_THROUGH and node.input:
             return self.value(node.input[0], depth + 1)
         if node.op_type in _ARITHMETIC and len(node.input) == 2:
