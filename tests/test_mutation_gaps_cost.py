@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import auditor
 from auditor.analyses.compute import Compute, OpTypeCost
+from test_compute import _loop_model  # tests/ is on sys.path (rootdir-relative test modules)
 
 MS = helper.make_opsetid("com.microsoft", 1)
 
@@ -142,16 +143,8 @@ def test_global_pooling_is_one_flop_per_input_element(tmp_path: Path) -> None:
 
 def test_a_loop_of_unknown_trip_count_runs_its_body_once_per_node(tmp_path: Path) -> None:
     # Loop whose trip count is a graph input; body: state [1,4] x w [4,4]: counted once, and each node says 1 run
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("MatMul", ["state", "w"], ["next"])],
-        "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         _float("state", [1, 4])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), _float("next", [1, 4])],
-    )  # fmt: skip
-    loop = helper.make_node("Loop", ["trip", "cond", "x"], ["y"], body=body)
-    compute = _compute(tmp_path, [loop], [_float("x", [1, 4]), helper.make_tensor_value_info("trip", TensorProto.INT64, [])],
-                       [_float("y", None)], [_weight("w", 4, 4), numpy_helper.from_array(np.array(True), "cond")])  # fmt: skip
+    compute = auditor.audit(_loop_model(tmp_path, None)).compute
+    assert compute is not None
     (node,) = compute.nodes
     assert (node.op_type, node.macs, node.runs) == ("MatMul", 16, 1)
     assert OpTypeCost("MatMul", 1, 16, 32) in compute.by_op_type

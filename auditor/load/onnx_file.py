@@ -28,7 +28,7 @@ from auditor.graph import PACKED_DTYPES, Dim, ExternalRef, ModelGraph, OpNode, S
 from auditor.roles import OpKind
 from auditor.load.dataflow import refine_roles
 from auditor.load.onnx_ops import CALL_SPEC, spec_for
-from auditor.load.shapes import GraphPath, InferredValue, big_tensors, count_unknown, infer_shapes, needs_mark, resolve, strip_data
+from auditor.load.shapes import GraphPath, InferredValue, big_tensors, count_unknown, dims_of, infer_shapes, needs_mark, resolve, strip_data
 from auditor.load.tensor_data import tensor_chunks
 
 try:  # protobuf raises its own DecodeError on a corrupt or truncated file
@@ -476,12 +476,11 @@ class _Builder:
             tensor_type = value.type.tensor_type
             if tensor_type.elem_type:
                 self.dtypes[self._value_id(scope, value.name)] = _TYPES.get(tensor_type.elem_type, ("unknown", None))[0]
-            if tensor_type.HasField("shape"):
-                # inferred sizes come first: the file's complete them (a main-graph output's fixed
-                # sizes, which the legacy exporter writes at the traced sizes, give way to them)
-                written[value.name] = tuple(
-                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
-                )
+            # inferred sizes come first: the file's complete them (a main-graph output's fixed
+            # sizes, which the legacy exporter writes at the traced sizes, give way to them)
+            stated = dims_of(value)
+            if stated is not None:
+                written[value.name] = stated
         inferred = self.bound.get(path, {})
         for name, (dims, elem_type) in inferred.items():
             value_id = self._value_id(scope, name)

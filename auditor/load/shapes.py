@@ -54,7 +54,8 @@ def _worth_detaching(tensor: TensorProto) -> bool:
 _SEQUENCE_NAMES = ("seq", "sequence")
 
 
-def _dims_of(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
+def dims_of(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
+    """A value's stated dims (a size, a symbol's name, None for an unnamed unknown); None without a shape."""
     tensor_type = value.type.tensor_type
     if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
         return None
@@ -79,7 +80,7 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
     initializers = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
     inputs = [v for v in graph.input if v.name not in initializers and v.type.HasField("tensor_type")]
     names = {v.name for v in inputs}
-    symbols = {d for v in inputs for d in (_dims_of(v) or ()) if isinstance(d, str)}
+    symbols = {d for v in inputs for d in (dims_of(v) or ()) if isinstance(d, str)}
     unused = [f"--input-shape {n}" for n in request.input_shapes if n not in names]
     family_names = {"batch": "batch", "seq": "sequence", "sequence": "sequence", "image": "image"}
     families = {family_names[n]: (n, v) for n, v in request.dims.items() if n not in symbols and n in family_names}
@@ -89,7 +90,7 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
     bindings: dict[str, DimBinding] = {}
     used_families: set[str] = set()
     for value in inputs:
-        dims = _dims_of(value) or ()
+        dims = dims_of(value) or ()
         tensor_type = value.type.tensor_type
         fixed = request.input_shapes.get(value.name)
         if fixed is not None:
@@ -252,7 +253,7 @@ def _collect(graph: onnx.GraphProto, path: GraphPath, into: dict[GraphPath, dict
     for values in (graph.input, graph.value_info, graph.output):
         for value in values:
             if value.type.HasField("tensor_type"):
-                found[value.name] = (_dims_of(value), value.type.tensor_type.elem_type)
+                found[value.name] = (dims_of(value), value.type.tensor_type.elem_type)
     for position, node in enumerate(graph.node, offset):
         for attr in node.attribute:
             if attr.type == AttributeProto.GRAPH:
@@ -601,7 +602,7 @@ def infer_shapes(
                 for value in ranges:  # onnx keeps its own unknown size where the value is a graph output
                     dims, elem_type = main.get(value.name, (None, 0))
                     if dims is None or not all(isinstance(d, int) for d in dims):
-                        main[value.name] = (_dims_of(value), value.type.tensor_type.elem_type)
+                        main[value.name] = (dims_of(value), value.type.tensor_type.elem_type)
             if len(segments) > 1:
                 info = dataclasses.replace(info, inferred=f"onnx, in {len(segments)} segments")
         except Exception as exc:  # noqa: BLE001 - a model onnx cannot infer is still audited
