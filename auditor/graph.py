@@ -121,7 +121,7 @@ class ExternalRef:
     length: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a large export holds 50,000 of them
 class TensorInfo:
     """A tensor stored in the model file: an initializer, a sparse initializer or a Constant."""
 
@@ -137,11 +137,10 @@ class TensorInfo:
     reader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
     # (raw bytes, values) chunk by chunk, given by the loader: reading bytes is its business
     chunker: Callable[[TensorInfo, int, bytearray | None], Chunks] | None = field(default=None, compare=False, repr=False)
+    numel: int = field(init=False, compare=False, repr=False)  # elements of the dense tensor
 
-    @cached_property
-    def numel(self) -> int:
-        """Elements of the dense tensor."""
-        return math.prod(self.shape)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numel", math.prod(self.shape))  # frozen: set once, here
 
     @property
     def stored_elements(self) -> int:

@@ -3,9 +3,11 @@
 For each family, models are generated at several sizes; each size is measured in a fresh
 process (imports not timed): ``onnx.load`` of the file (the floor), ``onnx.load`` followed by
 onnx's shape inference with data propagation (the C++ work the audit's costs need: a second
-floor), and ``auditor.audit`` with the JSON written, each with its peak RSS (VmHWM); the three
-take turns, ``--repeat`` rounds, and the medians are reported. The growth exponent b of time ~ nodes^b is fitted by
-least squares on log-log for both, and the planted copies are checked against the report.
+floor), that followed by one read in Python of every node, stored tensor and inferred value
+(the least a Python program on this stack does with the graph: a third floor), and
+``auditor.audit`` with the JSON written, each with its peak RSS (VmHWM); the four take turns,
+``--repeat`` rounds, and the medians are reported. The growth exponent b of time ~ nodes^b is
+fitted by least squares on log-log for each, and the planted copies are checked against the report.
 
 Families:
   graph     transformer-like layers of small weights (18 nodes per layer)
@@ -182,6 +184,26 @@ _STEPS = {
     "onnx": ("import onnx", "model = onnx.load(str(path))"),
     # the part of the audit that is onnx's own C++ work: the model parsed and its shapes inferred
     "inference": ("import onnx", "model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True)"),
+    # and the least any Python program on top of that reads: every node's fields, every stored
+    # tensor's type, dims and bytes, every inferred value's type and dims (the audit reads them all)
+    "read": ("import onnx", """
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True)
+        def read(graph):
+            for node in graph.node:
+                node.op_type, node.domain, node.name, list(node.input), list(node.output)
+                for attr in node.attribute:
+                    if attr.type == onnx.AttributeProto.GRAPH:
+                        read(attr.g)
+                    elif attr.type == onnx.AttributeProto.GRAPHS:
+                        for sub in attr.graphs:
+                            read(sub)
+            for tensor in graph.initializer:
+                tensor.name, tensor.data_type, tuple(tensor.dims), tensor.raw_data
+            for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+                kind = value.type.tensor_type
+                value.name, kind.elem_type, [d.dim_value or d.dim_param for d in kind.shape.dim]
+        read(model.graph)
+    """),
     "auditor": ("from auditor import audit\nfrom auditor.report.json_report import render_json", """
         report = audit(path)
         path.with_name(path.stem + ".json").write_text(render_json(report))
@@ -230,9 +252,10 @@ def main() -> int:
     failed = False
     for family in args.family or list(FAMILIES):
         generate, sizes, quick, unit = FAMILIES[family]
-        print(f"\n{family}: {'size':>8} {unit:<8}{'nodes':>8}{'onnx.load s':>13}{'+infer s':>10}{'audit s':>10}{'ratio':>8}"
-              f"{'ratio/infer':>12}{'onnx MiB':>10}{'infer MiB':>11}{'audit MiB':>11}  planted copies")  # fmt: skip
-        onnx_times, infer_times, audit_times, node_counts = [], [], [], []
+        print(f"\n{family}: {'size':>8} {unit:<8}{'nodes':>8}{'onnx.load s':>13}{'+infer s':>10}{'+read s':>9}{'audit s':>10}"
+              f"{'ratio':>8}{'ratio/infer':>12}{'ratio/read':>11}{'onnx MiB':>10}{'infer MiB':>11}{'audit MiB':>11}"
+              "  planted copies")  # fmt: skip
+        onnx_times, infer_times, read_times, audit_times, node_counts = [], [], [], [], []
         chosen = quick if args.quick else sizes
         with tempfile.TemporaryDirectory() as folder:
             for size in chosen:
@@ -241,21 +264,24 @@ def main() -> int:
                 info = generate(path, size)
                 print(f"  generated {path.name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
                 nodes = _count_nodes(path)
-                found = measure_interleaved(measure, ["onnx", "inference", "auditor"], path, args.repeat)
+                found = measure_interleaved(measure, ["onnx", "inference", "read", "auditor"], path, args.repeat)
                 (load_s, load_mb), (infer_s, infer_mb), (audit_s, audit_mb) = found["onnx"], found["inference"], found["auditor"]
+                read_s = found["read"][0]
                 missed, invented, wrong = check(path.with_name(path.stem + ".json"), info)
                 failed |= bool(missed or invented or wrong)
                 onnx_times.append(load_s)
                 infer_times.append(infer_s)
+                read_times.append(read_s)
                 audit_times.append(audit_s)
                 node_counts.append(nodes)
                 copies = f"{len(info['planted']) - missed}/{len(info['planted'])} found, {invented} invented"
                 copies += f"; WRONG: {wrong}" if wrong else ""
-                print(f"{'':>10}{size:>8} {'':<8}{nodes:>8}{load_s:>13.2f}{infer_s:>10.2f}{audit_s:>10.2f}{audit_s / load_s:>8.1f}"
-                      f"{audit_s / infer_s:>12.1f}{load_mb:>10.0f}{infer_mb:>11.0f}{audit_mb:>11.0f}  {copies}", flush=True)  # fmt: skip
+                print(f"{'':>10}{size:>8} {'':<8}{nodes:>8}{load_s:>13.2f}{infer_s:>10.2f}{read_s:>9.2f}{audit_s:>10.2f}"
+                      f"{audit_s / load_s:>8.1f}{audit_s / infer_s:>12.1f}{audit_s / read_s:>11.1f}"
+                      f"{load_mb:>10.0f}{infer_mb:>11.0f}{audit_mb:>11.0f}  {copies}", flush=True)  # fmt: skip
         print(f"{'':>10}growth exponent in nodes: onnx.load {exponent(node_counts, onnx_times):.2f}, "
               f"onnx.load + inference {exponent(node_counts, infer_times):.2f}, "
-              f"audit {exponent(node_counts, audit_times):.2f}")  # fmt: skip
+              f"+ read {exponent(node_counts, read_times):.2f}, audit {exponent(node_counts, audit_times):.2f}")  # fmt: skip
     return 1 if failed else 0
 
 

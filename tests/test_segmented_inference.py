@@ -1,5 +1,6 @@
-"""Shape inference of a main graph with many subgraphs runs in segments (onnx's own inference
-copies the outer graph's types into every subgraph, so it grows with subgraphs times graph size).
+"""Shape inference of a main graph with subgraphs runs in segments where that is cheaper (onnx's
+own inference copies the outer scope's types into every subgraph, so it grows with subgraphs
+times graph size).
 
 The oracle is onnx's inference of the whole graph at once: every shape and element type must be
 the same, shape arithmetic done once at the top of the graph included (data propagation does not
@@ -70,7 +71,7 @@ def test_many_subgraphs_are_inferred_in_segments_with_the_same_shapes(tmp_path: 
     assert segmented.shape_info is not None and segmented.shape_info.inferred.startswith("onnx, in ")
     assert int(segmented.shape_info.inferred.split()[2]) >= 3
 
-    monkeypatch.setattr(shapes_module, "_SEGMENT_SUBGRAPHS", 10**9)  # the oracle: the whole graph at once
+    monkeypatch.setattr(shapes_module, "_SEGMENT_COPIES", 10**18)  # the oracle: the whole graph at once
     whole = load_onnx(path, request)
     assert whole.shape_info is not None and whole.shape_info.inferred == "onnx"
     assert segmented.shapes == whole.shapes and segmented.dtypes == whole.dtypes
@@ -110,7 +111,7 @@ def test_shape_arithmetic_is_repeated_only_where_its_inputs_are_known(tmp_path: 
     segmented = load_onnx(path, request)
     assert segmented.shape_info is not None and segmented.shape_info.inferred.startswith("onnx, in ")
     assert segmented.shapes["k"] == (3,) and segmented.shapes["k2"] == (3,)
-    monkeypatch.setattr(shapes_module, "_SEGMENT_SUBGRAPHS", 10**9)
+    monkeypatch.setattr(shapes_module, "_SEGMENT_COPIES", 10**18)
     assert load_onnx(path, request).shapes == segmented.shapes
 
 
@@ -145,7 +146,7 @@ def test_shape_arithmetic_with_shared_inputs_is_looked_at_once(tmp_path: Path) -
     assert time.monotonic() - started < 20  # hours if every path were followed
     assert segmented.shape_info is not None and segmented.shape_info.inferred.startswith("onnx, in ")
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(shapes_module, "_SEGMENT_SUBGRAPHS", 10**9)
+    monkeypatch.setattr(shapes_module, "_SEGMENT_COPIES", 10**18)
     try:
         whole = load_onnx(path, request)
         assert whole.shapes["far"] == segmented.shapes["far"] == (2, 5, D)
@@ -175,3 +176,59 @@ def test_segmented_inference_leaves_no_reference_cycle(tmp_path: Path) -> None:
         gc.enable()
     assert report.shapes is not None and report.shapes.inferred.startswith("onnx, in ")
     assert leaked == 0
+
+
+def _chain_with_ifs(nodes: int, ifs: int, initializers: int) -> onnx.GraphProto:
+    """``nodes`` Relu nodes in a chain, the last ``ifs`` of them replaced by Ifs (two one-node
+    branches each), and ``initializers`` unread scalars in the outer scope."""
+    graph_nodes = []
+    for i in range(nodes):
+        if i >= nodes - ifs:
+            branches = [helper.make_graph([helper.make_node("Identity", [f"v{i}"], [f"{side}{i}"])], f"{side}{i}", [],
+                                          [helper.make_tensor_value_info(f"{side}{i}", F, None)])  # fmt: skip
+                        for side in ("a", "b")]  # fmt: skip
+            graph_nodes.append(helper.make_node("If", ["cond"], [f"v{i + 1}"], then_branch=branches[0], else_branch=branches[1]))
+        else:
+            graph_nodes.append(helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]))
+    inits = [numpy_helper.from_array(np.asarray(0.0, np.float32), f"c{k}") for k in range(initializers)]
+    return helper.make_graph(
+        graph_nodes, "chain", [helper.make_tensor_value_info("v0", F, [4]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(f"v{nodes}", F, None)], inits,
+    )  # fmt: skip
+
+
+def test_segments_start_where_copies_into_subgraphs_would_outweigh_the_graph() -> None:
+    """onnx's inference copies the outer scope's types (inputs, initializers, values so far)
+    into each subgraph: segments pay off once those copies pass ``_SEGMENT_COPIES`` per node,
+    however few the subgraphs. Counted by hand: the If at position p (2 branches) copies
+    2 * (2 inputs + initializers + p) types."""
+    limit = shapes_module._SEGMENT_COPIES
+    nodes = 5000
+    # 3 Ifs at the end of 5,000 nodes: 2 * (2 + 0 + 4997 + 2 + 4998 + 2 + 4999) = 30,000 copies, under 16 * 5,000
+    few = _chain_with_ifs(nodes, 3, 0)
+    assert 2 * sum(2 + p for p in range(nodes - 3, nodes)) < limit * nodes
+    assert shapes_module._segments(few) == [(0, nodes)]
+    # the same 3 Ifs under 20,000 initializers: 2 * 3 * 20,000 more copies, over the limit
+    crowded = _chain_with_ifs(nodes, 3, 20_000)
+    assert 2 * sum(2 + 20_000 + p for p in range(nodes - 3, nodes)) > limit * nodes
+    bounds = shapes_module._segments(crowded)
+    assert len(bounds) > 1 and bounds[0][0] == 0 and bounds[-1][1] == nodes
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # consecutive, covering every node
+    assert all(stop - start <= shapes_module._SEGMENT_NODES for start, stop in bounds)
+    # 20 Ifs among 5,000 nodes without initializers: about 2 * 20 * 4,990 = 200,000 copies, over 80,000
+    assert len(shapes_module._segments(_chain_with_ifs(nodes, 20, 0))) > 1
+    # no subgraph at all: one segment, however large
+    assert shapes_module._segments(_chain_with_ifs(50_000, 0, 0)) == [(0, 50_000)]
+
+
+def test_a_few_ifs_under_many_initializers_get_the_whole_graphs_shapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = helper.make_model(_chain_with_ifs(5000, 3, 20_000), opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    segmented = load_onnx(path)
+    assert segmented.shape_info is not None and segmented.shape_info.inferred.startswith("onnx, in ")
+    monkeypatch.setattr(shapes_module, "_SEGMENT_COPIES", 10**18)
+    whole = load_onnx(path)
+    assert whole.shape_info is not None and whole.shape_info.inferred == "onnx"
+    assert segmented.shapes == whole.shapes and segmented.dtypes == whole.dtypes
+    assert segmented.shapes["v5000"] == (4,)

@@ -48,6 +48,8 @@ _BITS = {
 }  # fmt: skip
 
 
+_UNKNOWN_TYPE = ("unknown", None)
+
 # element type number -> (our dtype name, bits per element or None): looked up once per tensor
 _TYPES: dict[int, tuple[str, int | None]] = {
     number: ({"FLOAT": "float32", "DOUBLE": "float64"}.get(name, name.lower()), _BITS.get(name))
@@ -198,16 +200,31 @@ _PLAIN_NUMPY: dict[int, np.dtype] = {
 _COPY_INLINE_BYTES = 1 << 16
 
 
-def _inline_reader(tensor: TensorProto, raw: bytes | None = None) -> Callable[[], np.ndarray]:
-    """``raw``: the tensor's raw_data, read once by the caller when the tensor is small."""
-    plain = _PLAIN_NUMPY.get(tensor.data_type)
+class _RawReader:
+    """Reads a small tensor's raw little-endian bytes held apart from the protobuf (a class with
+    slots, not a closure: a third of the memory, for each of a graph's many small weights)."""
+
+    __slots__ = ("held", "dtype", "shape")
+
+    def __init__(self, held: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.held, self.dtype, self.shape = held, dtype, shape
+
+    def __call__(self) -> np.ndarray:
+        # the common case without numpy_helper's per-call checks (its size was checked at load)
+        return np.frombuffer(self.held, dtype=self.dtype).reshape(self.shape)
+
+
+def _inline_reader(
+    tensor: TensorProto, raw: bytes | None = None, data_type: int | None = None, shape: tuple[int, ...] | None = None
+) -> Callable[[], np.ndarray]:
+    """``raw``: the tensor's raw_data, read once by the caller when the tensor is small;
+    ``data_type`` and ``shape``: its fields, when the caller has read them already."""
+    plain = _PLAIN_NUMPY.get(tensor.data_type if data_type is None else data_type)
     small = raw is not None or tensor.ByteSize() <= _COPY_INLINE_BYTES
     if plain is not None and (raw is not None or tensor.HasField("raw_data")):
-        shape = tuple(tensor.dims)
+        shape = tuple(tensor.dims) if shape is None else shape
         if small:
-            held = raw if raw is not None else tensor.raw_data
-            # the common case without numpy_helper's per-call checks (its size was checked at load)
-            return lambda: np.frombuffer(held, dtype=plain).reshape(shape)
+            return _RawReader(raw if raw is not None else tensor.raw_data, plain, shape)
         return lambda: np.frombuffer(tensor.raw_data, dtype=plain).reshape(shape)
     if small:
         detached = TensorProto()
@@ -216,10 +233,13 @@ def _inline_reader(tensor: TensorProto, raw: bytes | None = None) -> Callable[[]
     return lambda: numpy_helper.to_array(tensor)
 
 
-def _source(node: onnx.NodeProto) -> str:
+def _source(node: onnx.NodeProto, name: str | None = None) -> str:
     """The torch module path and operation a node comes from: the dynamo exporter's
-    ``pkg.torch.onnx.name_scopes`` metadata, else a legacy node name (``/encoder/layer.0/MatMul``)."""
-    for entry in node.metadata_props:
+    ``pkg.torch.onnx.name_scopes`` metadata, else a legacy node name (``/encoder/layer.0/MatMul``;
+    ``name``: the node's, when the caller has read it already)."""
+    if name is None:
+        name = node.name
+    for entry in node.metadata_props if node.metadata_props else ():
         if entry.key == "pkg.torch.onnx.name_scopes" and len(entry.value) <= 4096:
             try:
                 scopes = ast.literal_eval(entry.value)
@@ -229,8 +249,8 @@ def _source(node: onnx.NodeProto) -> str:
                 module = ".".join(s for s in scopes[:-1] if s)
                 return f"{module}: {scopes[-1]}" if module else str(scopes[-1])
             return ""
-    if node.name.startswith("/") and node.name.count("/") >= 2:
-        *parts, operation = node.name.strip("/").split("/")
+    if name.startswith("/") and name.count("/") >= 2:
+        *parts, operation = name.strip("/").split("/")
         return f"{'.'.join(parts)}: {operation}"
     return ""
 
@@ -297,15 +317,17 @@ class _Builder:
 
     def _dense(self, tensor: TensorProto, value_id: str, scope: str, origin: str) -> TensorInfo:
         tensor, taken = self._data(tensor)
-        if tensor.data_type not in _TYPES:
-            raise AuditError("invalid-model", f"tensor '{tensor.name}' has an unknown data type {tensor.data_type}")
+        data_type, name = tensor.data_type, tensor.name  # protobuf fields read once
+        known = _TYPES.get(data_type)
+        if known is None:
+            raise AuditError("invalid-model", f"tensor '{name}' has an unknown data type {data_type}")
         shape = tuple(tensor.dims)
         if shape and min(shape) < 0:
-            raise AuditError("invalid-model", f"tensor '{tensor.name}' has a negative dimension")
+            raise AuditError("invalid-model", f"tensor '{name}' has a negative dimension")
         numel = math.prod(shape)
-        nbytes = _nbytes(tensor.data_type, numel)
+        nbytes = _nbytes(data_type, numel)
         external = None
-        if tensor.data_location == TensorProto.EXTERNAL and taken is None:
+        if taken is None and tensor.data_location == TensorProto.EXTERNAL:
             external = self.external.ref(tensor, nbytes)
             reader = _external_reader(tensor, external)
         else:
@@ -314,9 +336,9 @@ class _Builder:
             if raw is None and nbytes <= _COPY_INLINE_BYTES and tensor.HasField("raw_data"):
                 raw = tensor.raw_data
             _check_inline_size(tensor, numel, nbytes, raw)
-            reader = _inline_reader(tensor, raw)
+            reader = _inline_reader(tensor, raw, data_type, shape)
         return TensorInfo(
-            id=value_id, name=tensor.name, scope=scope, origin=origin, dtype=_dtype_name(tensor.data_type),
+            id=value_id, name=name, scope=scope, origin=origin, dtype=known[0],
             shape=shape, nbytes=nbytes, external=external, reader=reader,
             chunker=tensor_chunks,
         )  # fmt: skip
@@ -482,13 +504,18 @@ class _Builder:
             if stated is not None:
                 written[value.name] = stated
         inferred = self.bound.get(path, {})
+        dtypes, shapes, sizes = self.dtypes, self.shapes, self.sizes
+        prefix = f"{scope}/" if scope else ""  # as _value_id spells ids
         for name, (dims, elem_type) in inferred.items():
-            value_id = self._value_id(scope, name)
-            if elem_type and value_id not in self.dtypes:  # a type the file left unstated
-                self.dtypes[value_id] = _TYPES.get(elem_type, ("unknown", None))[0]
-            shape = resolve(dims, written.get(name), self.sizes) if dims is not None else None
-            if shape is not None:
-                self.shapes[value_id] = shape
+            value_id = prefix + name
+            if elem_type and value_id not in dtypes:  # a type the file left unstated
+                dtypes[value_id] = _TYPES.get(elem_type, _UNKNOWN_TYPE)[0]
+            if dims is None:
+                continue
+            if str not in map(type, dims) and None not in dims:  # fully inferred: the common case
+                shapes[value_id] = dims  # type: ignore[assignment]  # all sizes
+            elif (shape := resolve(dims, written.get(name), sizes)) is not None:
+                shapes[value_id] = shape
         for name, dims in written.items():
             if (name not in inferred or inferred[name][0] is None) and (shape := resolve(dims, None, self.sizes)) is not None:
                 self.shapes[self._value_id(scope, name)] = shape
@@ -524,10 +551,11 @@ class _Builder:
             value_id = names[name] if name in input_names else define(name, "a sparse initializer")
             input_names.discard(name)
             self.tensors[value_id] = self._sparse(sparse, value_id, scope)
+        claim = self._claim
         for node in graph.node:
             for out in node.output:
                 if out:
-                    define(out, "a node output")
+                    names[out] = claim(scope, out, "a node output")
         self._record_shapes(list(graph.input) + list(graph.value_info) + list(graph.output), scope)
         self._record_bound_shapes(graph, scope, path)
 
@@ -556,14 +584,16 @@ class _Builder:
             return tuple(self._resolve(name, names, scope) for name in inputs)
 
     def _node(self, node: onnx.NodeProto, position: int, scope: str, names: MutableMapping[str, str], path: GraphPath = ()) -> None:
-        base = node.name or f"{node.op_type}_{position}"
+        # each read of a protobuf field makes a new Python object: every field is read once
+        op_type, domain, name = node.op_type, node.domain, node.name
+        base = name or f"{op_type}_{position}"
         node_id = self._value_id(scope, base)
         while node_id in self.nodes:  # names are not required to be unique
             base += "_"
             node_id = self._value_id(scope, base)
         attrs: dict[str, object] = {}
         invokes: list[str] = []
-        attributes = list(node.attribute)
+        attributes = list(node.attribute) if node.attribute else []
         if len(attributes) > 1:  # subgraphs in a fixed order whatever the file's: an If's then_branch first
             attributes.sort(key=lambda a: a.name != "then_branch")
         for attr in attributes:
@@ -595,29 +625,30 @@ class _Builder:
                 attrs[attr.name] = list(attr.ints)
             elif attr.type == AttributeProto.FLOATS:
                 attrs[attr.name] = list(attr.floats)
-        function = self.functions.get((node.domain, node.op_type))
+        function = self.functions.get((domain, op_type)) if self.functions else None
         if function is not None:
             invokes.append(function)
             spec = CALL_SPEC  # a call applies its arguments once per call
         else:
-            spec = spec_for(node.domain or "", node.op_type, self.opsets.get(node.domain or "ai.onnx", 10_000))
+            spec = spec_for(domain or "", op_type, self.opsets.get(domain or "ai.onnx", 10_000))
+        node_inputs, node_outputs = node.input, node.output
         op = OpNode(
             id=node_id,
-            op_type=node.op_type,
-            domain=node.domain,
+            op_type=op_type,
+            domain=domain,
             scope=scope,
-            inputs=self._resolve_all(node.input, names, scope),
-            outputs=tuple([names[out] if out else "" for out in node.output]),
+            inputs=self._resolve_all(node_inputs, names, scope),
+            outputs=tuple([names[out] if out else "" for out in node_outputs]),
             attrs=attrs,
             invokes=tuple(invokes),
-            roles=spec.roles_for(len(node.input)),
+            roles=spec.roles_for(len(node_inputs)),
             kind=spec.kind,
             quantized=spec.quantized,
             cost=spec.cost,
-            source=_source(node),
+            source=_source(node, name),
         )
         self.nodes[node_id] = op
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+        if op_type == "Constant" and domain in ("", "ai.onnx") and node_outputs:
             info = self._constant(node, op.outputs[0], scope)
             if info is not None:
                 self.tensors[info.id] = info

@@ -56,8 +56,14 @@ _SEQUENCE_NAMES = ("seq", "sequence")
 
 def dims_of(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
     """A value's stated dims (a size, a symbol's name, None for an unnamed unknown); None without a shape."""
-    tensor_type = value.type.tensor_type
-    if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
+    value_type = value.type
+    if not value_type.HasField("tensor_type"):
+        return None
+    return _tensor_dims(value_type.tensor_type)
+
+
+def _tensor_dims(tensor_type: onnx.TypeProto.Tensor) -> tuple[int | str | None, ...] | None:
+    if not tensor_type.HasField("shape"):
         return None
     # a nonzero dim_value needs no HasField call (the common case, and the slow call)
     return tuple([
@@ -149,6 +155,8 @@ def big_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
         if _worth_detaching(tensor):
             yield tensor
     for node in graph.node:
+        if not node.attribute:  # most nodes
+            continue
         for attr in node.attribute:
             if attr.type == AttributeProto.TENSOR:
                 if _worth_detaching(attr.t):
@@ -245,49 +253,76 @@ GraphPath = tuple[tuple[int, str, int], ...]  # (node position, attribute, graph
 InferredValue = tuple[tuple[int | str | None, ...] | None, int]  # (dims or None for an unknown rank, elem type or 0)
 
 
-def _collect(graph: onnx.GraphProto, path: GraphPath, into: dict[GraphPath, dict[str, InferredValue]], offset: int = 0) -> None:
+def _collect(
+    graph: onnx.GraphProto, path: GraphPath, into: dict[GraphPath, dict[str, InferredValue]], offset: int = 0, prefix: str = ""
+) -> None:
     """Every inferred value shape and element type of ``graph`` and its subgraphs, keyed by the
     subgraph's path (``offset``: the position of ``graph``'s first node in the main graph, for
-    a segment of it)."""
+    a segment of it; ``prefix``: put before the names onnx made up for unknown sizes, ``unk__3``)."""
     found = into.setdefault(path, {})
     for values in (graph.input, graph.value_info, graph.output):
         for value in values:
-            if value.type.HasField("tensor_type"):
-                found[value.name] = (dims_of(value), value.type.tensor_type.elem_type)
+            value_type = value.type  # each read of a protobuf field makes an object: read once
+            if value_type.HasField("tensor_type"):
+                tensor_type = value_type.tensor_type
+                dims = _tensor_dims(tensor_type)
+                if prefix and dims is not None and str in map(type, dims):
+                    dims = tuple(prefix + d if type(d) is str and _UNNAMED.fullmatch(d) else d for d in dims)
+                found[value.name] = (dims, tensor_type.elem_type)
     for position, node in enumerate(graph.node, offset):
+        if not node.attribute:  # most nodes: no subgraph to look into
+            continue
         for attr in node.attribute:
             if attr.type == AttributeProto.GRAPH:
-                _collect(attr.g, path + ((position, attr.name, 0),), into)
+                _collect(attr.g, path + ((position, attr.name, 0),), into, prefix=prefix)
             elif attr.type == AttributeProto.GRAPHS:
                 for index, sub in enumerate(attr.graphs):
-                    _collect(sub, path + ((position, attr.name, index),), into)
+                    _collect(sub, path + ((position, attr.name, index),), into, prefix=prefix)
 
 
-# onnx's inference copies every value type of the outer graph into each subgraph it enters, so a
-# graph of n Ifs costs n times its own size: 1.6 s for 2,000 Ifs, four times that for 4,000. A
-# main graph with many subgraphs is inferred in segments of at most this many of them (and
-# nodes), each segment a model of its own whose inputs are the values it reads from before it.
+# onnx's inference copies the types of every value in the outer graph's scope (its inputs, its
+# initializers, the values computed so far) into each subgraph it enters, so a graph of n Ifs
+# costs n times its own size: 1.6 s for 2,000 Ifs, four times that for 4,000. A main graph
+# where those copies would outweigh the graph (see ``_SEGMENT_COPIES``) is inferred in segments
+# of at most this many subgraphs and nodes, each segment a model of its own whose inputs are
+# the values it reads from before it.
 _SEGMENT_SUBGRAPHS = 64
 _SEGMENT_NODES = 4096
+# Segments cost about a quarter more per node than one whole-graph inference (each segment is
+# a model built, inferred and read back); a copied type costs about a sixtieth of a node's
+# inference (measured: 120,000 nodes with 4 to 66 Ifs). Beyond this many copies per node of
+# the main graph, segments are the cheaper way.
+_SEGMENT_COPIES = 16
 
 
 def _owns_subgraphs(node: onnx.NodeProto) -> bool:
     return any(attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for attr in node.attribute)
 
 
+def _subgraph_count(node: onnx.NodeProto) -> int:
+    """Subgraphs a node's attributes hold (0 for most nodes: no attribute read)."""
+    if not node.attribute:
+        return 0
+    return sum(1 if a.type == AttributeProto.GRAPH else len(a.graphs) if a.type == AttributeProto.GRAPHS else 0
+               for a in node.attribute)  # fmt: skip
+
+
 def _segments(graph: onnx.GraphProto) -> list[tuple[int, int]]:
     """[start, stop) node ranges of the main graph to infer one after the other: one range
-    unless the graph holds more than ``_SEGMENT_SUBGRAPHS`` nodes with subgraphs."""
-    owners = [position for position, node in enumerate(graph.node) if node.attribute and _owns_subgraphs(node)]
-    if len(owners) <= _SEGMENT_SUBGRAPHS:
-        return [(0, len(graph.node))]
+    unless the types onnx's inference would copy into subgraphs (about the scope's size for
+    each) come to more than ``_SEGMENT_COPIES`` per node."""
+    counts = [_subgraph_count(node) for node in graph.node]
+    scope = len(graph.input) + len(graph.initializer) + len(graph.sparse_initializer)
+    copies = sum(count * (scope + position) for position, count in enumerate(counts) if count)
+    if copies <= _SEGMENT_COPIES * max(len(counts), 1):
+        return [(0, len(counts))]
     bounds, start, held = [], 0, 0
-    for position, node in enumerate(graph.node):
-        held += bool(node.attribute) and _owns_subgraphs(node)
+    for position, count in enumerate(counts):
+        held += count > 0
         if held > _SEGMENT_SUBGRAPHS or position - start >= _SEGMENT_NODES:
             bounds.append((start, position))
-            start, held = position, int(bool(node.attribute) and _owns_subgraphs(node))
-    bounds.append((start, len(graph.node)))
+            start, held = position, int(count > 0)
+    bounds.append((start, len(counts)))
     return bounds
 
 
@@ -340,9 +375,19 @@ class _SegmentedInference:
         self.sparse = {t.values.name: t for t in graph.sparse_initializer}
         self.inputs = {v.name: v for v in graph.input}
         self.nodes = list(graph.node)
-        self.producer = {out: position for position, node in enumerate(self.nodes) for out in node.output if out}
-        self.shape_reads = {n.input[0] for n in self.nodes if n.op_type in ("Shape", "Size") and n.input and not n.domain}
-        self.reads = [_reads(self.nodes[start:stop]) for start, stop in segments]
+        # each node's fields read once (every read of a protobuf field makes new objects)
+        self.outputs = [list(node.output) for node in self.nodes]
+        inputs = [list(node.input) for node in self.nodes]
+        self.producer = {out: position for position, outs in enumerate(self.outputs) for out in outs if out}
+        self.shape_reads = {
+            ins[0] for ins, node in zip(inputs, self.nodes) if ins and node.op_type in ("Shape", "Size") and not node.domain
+        }
+        self.reads = []
+        for start, stop in segments:
+            read = {name for ins in inputs[start:stop] for name in ins}
+            read |= _reads(node for node in self.nodes[start:stop] if node.attribute)  # what subgraphs read
+            read.discard("")
+            self.reads.append(read)
         self.last_read: dict[str, int] = {}  # name -> the last segment reading it
         for index, read in enumerate(self.reads):
             for name in read:
@@ -358,7 +403,8 @@ class _SegmentedInference:
                 self._pull(name, start, pulled, decided)
             segment = [self.nodes[p] for p in sorted(pulled)] + self.nodes[start:stop]
             read = read | _reads(self.nodes[p] for p in pulled)
-            defined = {out for node in segment for out in node.output}
+            defined = {out for p in pulled for out in self.outputs[p]}
+            defined.update(out for outs in self.outputs[start:stop] for out in outs)
             part = onnx.ModelProto(ir_version=self.model.ir_version, opset_import=self.model.opset_import,
                                    functions=self.model.functions)  # fmt: skip
             for name in sorted(read - defined):
@@ -368,19 +414,22 @@ class _SegmentedInference:
             part.graph.value_info.extend(v for v in graph.value_info if v.name in defined)  # sizes worked out here
             inferred = onnx.shape_inference.infer_shapes(part, strict_mode=False, data_prop=True).graph
             prefix = f"s{index}_"
-            _rename_unnamed(inferred, prefix)
             # what repeated shape arithmetic computes was found in its own segment already: kept
             main = found.setdefault((), {})
             kept_before = {out: main[out] for p in pulled for out in self.nodes[p].output if out in main}
-            _collect(inferred, (), found, offset=start - len(pulled))  # pulled nodes own no subgraphs
-            main.update(kept_before)
+            # pulled nodes own no subgraphs; unknown sizes get the segment's prefix
+            _collect(inferred, (), found, offset=start - len(pulled), prefix=prefix)
+            main.update(kept_before)  # (outputs of pulled nodes: in self.types already, skipped below)
             for value in list(inferred.value_info) + list(inferred.output):
                 name = value.name
                 if name in self.types or name not in defined:
                     continue
-                if self.last_read.get(name, -1) > index or name in self.shape_reads or _is_shape_value(value):
+                dims, elem_type = main.get(name, (None, 0))
+                shape_value = elem_type in _SHAPE_TYPES and dims is not None and len(dims) <= 1
+                if self.last_read.get(name, -1) > index or name in self.shape_reads or shape_value:
                     self.types[name] = kept = onnx.ValueInfoProto()
                     kept.CopyFrom(value)  # a copy: a reference would keep the whole inferred segment alive
+                    _rename_unnamed(kept, prefix)
 
     def _input(self, name: str, part: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
         """What a segment declares for a value it reads from outside itself (initializers added to ``part``)."""
@@ -424,18 +473,12 @@ class _SegmentedInference:
         return True
 
 
-def _rename_unnamed(graph: onnx.GraphProto, prefix: str) -> None:
-    """Prefix the sizes onnx made up (``unk__3``) in a segment's values, its subgraphs' included."""
-    for values in (graph.value_info, graph.output):
-        for value in values:
-            if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-                for dim in value.type.tensor_type.shape.dim:
-                    if dim.HasField("dim_param") and _UNNAMED.fullmatch(dim.dim_param):
-                        dim.dim_param = prefix + dim.dim_param
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in (attr.g,) if attr.type == AttributeProto.GRAPH else attr.graphs if attr.type == AttributeProto.GRAPHS else ():
-                _rename_unnamed(sub, prefix)
+def _rename_unnamed(value: onnx.ValueInfoProto, prefix: str) -> None:
+    """Prefix the sizes onnx made up (``unk__3``) in a value kept for later segments."""
+    if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and _UNNAMED.fullmatch(dim.dim_param):
+                dim.dim_param = prefix + dim.dim_param
 
 
 def _infer(model: onnx.ModelProto, segments: list[tuple[int, int]], found: dict[GraphPath, dict[str, InferredValue]]) -> None:
@@ -585,9 +628,11 @@ def infer_shapes(
         del graph.value_info[:]  # the exporter's symbolic shapes would only conflict with the bound ones
         # so would a computed output's stated shape (non-strict inference keeps it): cleared; the
         # file's sizes complete the inferred ones afterwards where inference finds none
-        computed = {out for node in graph.node for out in node.output}
+        # (a graph output is an input, a stored tensor or a node's output: the few first are named)
+        given = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+        given |= {t.values.name for t in graph.sparse_initializer}
         for value in graph.output:
-            if value.name in computed and value.type.HasField("tensor_type"):
+            if value.name not in given and value.type.HasField("tensor_type"):
                 value.type.tensor_type.ClearField("shape")
         saved = _detached(model) if detach else []
         try:
@@ -700,7 +745,5 @@ def resolve(
 
 def count_unknown(outputs: Mapping[str, str], shapes: Mapping[str, tuple[Dim, ...]]) -> Counter[str]:
     """Node outputs (value id -> op type) whose shape is unknown or has a size known only at
-    run time, by op type."""
-    return Counter(
-        op for value, op in outputs.items() if (shape := shapes.get(value)) is None or not all(isinstance(d, int) for d in shape)
-    )
+    run time (a dim that is a name), by op type."""
+    return Counter(op for value, op in outputs.items() if (shape := shapes.get(value)) is None or str in map(type, shape))
