@@ -232,3 +232,33 @@ def test_a_few_ifs_under_many_initializers_get_the_whole_graphs_shapes(tmp_path:
     assert whole.shape_info is not None and whole.shape_info.inferred == "onnx"
     assert segmented.shapes == whole.shapes and segmented.dtypes == whole.dtypes
     assert segmented.shapes["v5000"] == (4,)
+
+
+def test_sizes_onnx_cannot_name_stay_apart_across_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnx names a data-dependent size it cannot work out ``unk__0``, ``unk__1``... afresh in
+    each model it infers: the first NonZero of every segment would be ``unk__0``. Two unrelated
+    sizes must not share a name (a routed-token expectation keyed by one would apply to both),
+    and one size read segments later must keep its name."""
+    path = tmp_path / "m.onnx"
+    _layered(path, 3 * shapes_module._SEGMENT_SUBGRAPHS)
+    model = onnx.load(str(path))
+    model.graph.node.insert(0, helper.make_node("NonZero", ["x"], ["alone"]))  # read by no later segment
+    model.graph.node.insert(1, helper.make_node("NonZero", ["x"], ["first"]))
+    model.graph.node.insert(2, helper.make_node("Transpose", ["first"], ["early"]))  # first's size, read at once
+    model.graph.node.append(helper.make_node("NonZero", ["x"], ["last"]))
+    model.graph.node.append(helper.make_node("Transpose", ["first"], ["moved"]))  # first's size, read segments later
+    names = ("first", "alone", "last", "early", "moved")
+    model.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.INT64, None) for n in names])
+    onnx.save(model, str(path))
+    request = ShapeRequest(dims={"batch": 2, "seq": 5})
+    segmented = load_onnx(path, request)
+    assert segmented.shape_info is not None and int(segmented.shape_info.inferred.split()[2]) >= 3
+    sizes = [segmented.shapes[n] for n in ("alone", "first", "last")]
+    assert all(size[0] == 3 and isinstance(size[1], str) for size in sizes)
+    assert len({size[1] for size in sizes}) == 3
+    # the same size keeps its one name in its own segment and in a later one
+    assert segmented.shapes["early"] == segmented.shapes["moved"] == (segmented.shapes["first"][1], 3)
+    monkeypatch.setattr(shapes_module, "_SEGMENT_COPIES", 10**18)
+    whole = load_onnx(path, request)  # as the whole graph's inference names them:
+    assert len({whole.shapes[n][1] for n in ("first", "alone", "last")}) == 3
+    assert whole.shapes["moved"] == (whole.shapes["first"][1], 3)
