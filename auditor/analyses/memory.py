@@ -34,6 +34,7 @@ MALLOC_KEEPS_BYTES = 32 * 2**20
 # Ops whose onnxruntime CPU kernel packs a constant float32 B (input 1, 2-D) for MLAS at session
 # creation (PrePack): the packed copy replaces the original, which is freed.
 _PREPACKS_B = frozenset({("", "MatMul"), ("", "Gemm"), ("com.microsoft", "FusedMatMul"), ("com.microsoft", "FusedGemm")})
+_COPYING_OP_TYPES = frozenset({op for _, op in _PREPACKS_B} | {"Conv"})
 # Ops onnxruntime does not fold at session creation even when their inputs are constant.
 _NOT_FOLDED = frozenset({("", "DequantizeLinear"), ("", "QuantizeLinear"), ("com.microsoft", "DequantizeLinear")})
 # Ops whose onnxruntime CPU kernel may write its output into its input's buffer (MayInplace(0, 0)),
@@ -186,6 +187,11 @@ def value_bytes(model: ModelGraph, value: str, expected: Mapping[str, float]) ->
     shape = model.shapes.get(value)
     if shape is None:
         return None
+    if str not in map(type, shape):  # every size known (dims are ints or names): the common case
+        bits = _itemsize_bits(model.dtypes.get(value))
+        total_bits: int = math.prod(shape) * bits  # type: ignore[assignment]  # all ints here
+        if total_bits < 1 << 53:  # exact as a float too: the same as the general case below
+            return (total_bits + 7) // 8 if bits else None
     elements = 1.0
     for dim in shape:
         if isinstance(dim, int):
@@ -264,7 +270,7 @@ class _LiveWalk:
     def shape_key(self, value: str) -> tuple[int, tuple[int, ...]] | None:
         """What onnxruntime's planner compares to reuse a buffer: element size and shape, when known to it."""
         bound = self.model.shapes.get(value)
-        if bound is None or not all(type(d) is int for d in bound) or self.size(value) == 0:
+        if bound is None or str in map(type, bound) or self.size(value) == 0:  # dims: ints or names
             return None
         stated = self.model.value_shapes.get(value)
         if not self.static and (stated is None or len(stated) != len(bound)):
@@ -462,6 +468,8 @@ def _weight_copies(model: ModelGraph, folded: Mapping[str, int]) -> tuple[int, i
     prepacked: set[str] = set()
     conv: set[str] = set()
     for node in model.nodes.values():
+        if node.op_type not in _COPYING_OP_TYPES:  # most nodes: no tuple made for them
+            continue
         op = _op(node)
         if op not in _PREPACKS_B and op != ("", "Conv"):
             continue  # only these copy their weights at session creation
