@@ -119,3 +119,36 @@ def test_a_graph_output_made_early_stays_live_to_the_end(tmp_path: Path) -> None
     graph = _graph(tmp_path, nodes, [("a", TensorProto.FLOAT), ("y", TensorProto.FLOAT)])
     found = liveness(graph, count_inputs=False)
     assert [bytes_ for _, bytes_ in found.timeline] == [KIB4, 2 * KIB4, 3 * KIB4, 3 * KIB4]
+
+
+def test_packed_activation_bytes_round_up_to_whole_bytes(tmp_path: Path) -> None:
+    """Cast x [1, 3] to int4: 3 values of 4 bits are 12 bits, held in 2 bytes (not 1)."""
+    from auditor.analyses.memory import value_bytes
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["q"], to=TensorProto.INT4)], "m",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])], [helper.make_tensor_value_info("q", TensorProto.INT4, None)],
+    )  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    model = load_onnx(path)
+    assert model.dtypes["q"] == "int4" and model.shapes["q"] == (1, 3)
+    assert value_bytes(model, "q", {}) == 2
+    assert value_bytes(model, "x", {}) == 12  # float32 [1, 3]
+
+
+def test_sizes_beyond_any_machine_have_no_byte_count(tmp_path: Path) -> None:
+    """A hostile file's dims: 17 axes of 2^62 are 2^1054 elements, past any float; the size is
+    unknown (None), not a 300-digit integer that later sums would carry."""
+    from auditor.analyses.memory import value_bytes
+
+    dims = [2**62] * 17
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"])], "m",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+    model = load_onnx(path)
+    assert model.shapes["r"] == tuple(dims)
+    assert value_bytes(model, "r", {}) is None
