@@ -288,7 +288,7 @@ def _collect(
 # the values it reads from before it.
 _SEGMENT_SUBGRAPHS = 64
 _SEGMENT_NODES = 4096
-# Segments cost about a quarter more per node than one whole-graph inference (each segment is
+# Segments cost a fifth to a quarter more per node than one whole-graph inference (each segment is
 # a model built, inferred and read back); a copied type costs about a sixtieth of a node's
 # inference (measured: 120,000 nodes with 4 to 66 Ifs). Beyond this many copies per node of
 # the main graph, segments are the cheaper way.
@@ -628,7 +628,8 @@ def infer_shapes(
         del graph.value_info[:]  # the exporter's symbolic shapes would only conflict with the bound ones
         # so would a computed output's stated shape (non-strict inference keeps it): cleared; the
         # file's sizes complete the inferred ones afterwards where inference finds none
-        # (a graph output is an input, a stored tensor or a node's output: the few first are named)
+        # (a graph output is an input, a stored tensor or a node's output: one that is neither of
+        # the first two is computed, and the inputs and tensors are named without a walk of the nodes)
         given = {v.name for v in graph.input} | {t.name for t in graph.initializer}
         given |= {t.values.name for t in graph.sparse_initializer}
         for value in graph.output:
