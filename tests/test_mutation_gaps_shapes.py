@@ -325,6 +325,20 @@ def test_an_output_that_is_also_an_input_or_a_weight_leaves_inference_alone(tmp_
         assert model.shapes["y"] == (3, 4) and model.shape_info is not None and model.shape_info.unknown_values == 0
 
 
+def test_an_input_returned_with_a_looser_stated_shape_keeps_its_bound_one(tmp_path: Path) -> None:
+    """x [batch, 8] returned again as an output stated [?, 8]: onnx's inference took the output's
+    looser type for x itself, so x lost its bound size and Relu(x) got a made-up one. The output
+    is the input: it takes the input's type as bound (batch 3)."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"])], "loose",
+        [_float("x", ["batch", 8])], [helper.make_tensor_value_info("r", F, None), helper.make_tensor_value_info("x", F, [None, 8])],
+    )  # fmt: skip
+    model = load_onnx(_save(tmp_path, graph), ShapeRequest(batch=3))
+    assert model.shapes["x"] == model.shapes["r"] == (3, 8)
+    assert model.shape_info is not None and model.shape_info.unknown_values == 0
+    assert liveness(model).unknown_values == 0
+
+
 def test_an_output_inference_cannot_reach_keeps_the_size_the_file_states(tmp_path: Path) -> None:
     """y comes from an op onnx does not know: its stated shape [batch, 1000] stands, bound to the
     batch given; z, computed from it by a MatMul, is inferred from there."""

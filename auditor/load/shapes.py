@@ -630,10 +630,12 @@ def infer_shapes(
         # file's sizes complete the inferred ones afterwards where inference finds none
         # (a graph output is an input, a stored tensor or a node's output: one that is neither of
         # the first two is computed, and the inputs and tensors are named without a walk of the nodes)
-        given = {v.name for v in graph.input} | {t.name for t in graph.initializer}
-        given |= {t.values.name for t in graph.sparse_initializer}
+        bound_inputs = {v.name: v for v in graph.input}
+        given = set(bound_inputs) | {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
         for value in graph.output:
-            if value.name not in given and value.type.HasField("tensor_type"):
+            if value.name in bound_inputs:  # an input returned as it is: its type is the input's, as bound
+                value.type.CopyFrom(bound_inputs[value.name].type)  # (a looser stated one would replace it)
+            elif value.name not in given and value.type.HasField("tensor_type"):
                 value.type.tensor_type.ClearField("shape")
         saved = _detached(model) if detach else []
         try:
