@@ -508,3 +508,15 @@ def test_bert_layers_are_the_blocks_and_unrelated(exporter: str, zoo_dir: Path) 
     assert family.distance_words == "as far apart as unrelated random weights"
     assert family.sharing_plausible is False
     assert not any(f.code == "AUD108" for f in report.findings)
+
+
+def test_boundary_means_are_numpys_bit_for_bit() -> None:
+    """Block boundaries are averaged without numpy for short lists: the same float as np.mean."""
+    import random
+
+    from auditor.analyses.blocks import _mean
+
+    rng = random.Random(7)
+    for n in list(range(1, 12)) * 300:
+        values = [rng.uniform(0.0, 2.0) * 10 ** rng.randint(-8, 3) for _ in range(n)]
+        assert _mean(values) == float(np.mean(values))
