@@ -152,3 +152,23 @@ def test_sizes_beyond_any_machine_have_no_byte_count(tmp_path: Path) -> None:
     model = load_onnx(path)
     assert model.shapes["r"] == tuple(dims)
     assert value_bytes(model, "r", {}) is None
+
+
+def test_byte_counts_of_odd_sizes_follow_the_float_rules(tmp_path: Path) -> None:
+    """The integer fast path gives way where the float path decides otherwise: a negative size
+    (no size at all) and a zero among sizes whose product overflows a float first (nan: unknown)."""
+    import dataclasses
+
+    from auditor.analyses.memory import value_bytes
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"])], "m",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+    model = load_onnx(path)
+    assert value_bytes(model, "r", {}) == 16
+    for odd in ((-1, 4), (-3, -4), (2**62,) * 17 + (0,)):
+        assert value_bytes(dataclasses.replace(model, shapes={"r": odd}), "r", {}) is None, odd
+    assert value_bytes(dataclasses.replace(model, shapes={"r": (0, 4)}), "r", {}) == 0  # an empty tensor

@@ -337,6 +337,28 @@ def test_an_input_returned_with_a_looser_stated_shape_keeps_its_bound_one(tmp_pa
     assert model.shapes["x"] == model.shapes["r"] == (3, 8)
     assert model.shape_info is not None and model.shape_info.unknown_values == 0
     assert liveness(model).unknown_values == 0
+    # what the output does state stands: the only shape of an input stated without one, and a
+    # size the file fixes where the input leaves it to a default (n would be the sequence's 128)
+    for stated_input, stated_output in ((None, [3, 8]), (["batch", "n"], ["batch", 8])):
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["r"])], "stated",
+            [_float("x", stated_input)], [helper.make_tensor_value_info("r", F, None), _float("x", stated_output)],
+        )  # fmt: skip
+        model = load_onnx(_save(tmp_path, graph), ShapeRequest(batch=3))
+        assert model.shapes["x"] == model.shapes["r"] == (3, 8)
+
+
+def test_a_negative_input_size_is_a_dynamic_one(tmp_path: Path) -> None:
+    """Some converters write -1 for a dynamic size: it is bound like an unnamed one (batch, here),
+    and --input-shape may give it any size; it never becomes a negative byte count."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"])], "neg", [_float("x", [-1, 4])],
+                              [helper.make_tensor_value_info("r", F, None)])  # fmt: skip
+    path = _save(tmp_path, graph)
+    model = load_onnx(path, ShapeRequest(batch=3))
+    assert model.shapes["x"] == model.shapes["r"] == (3, 4)
+    assert model.shape_info is not None and [(d.name, d.value) for d in model.shape_info.dims] == [("x[0]", 3)]
+    assert liveness(model).peak_bytes == 2 * 3 * 4 * 4  # x and r, float32
+    assert load_onnx(path, ShapeRequest(input_shapes={"x": (5, 4)})).shapes["r"] == (5, 4)
 
 
 def test_an_output_inference_cannot_reach_keeps_the_size_the_file_states(tmp_path: Path) -> None:

@@ -215,6 +215,14 @@ def test_segments_start_where_copies_into_subgraphs_would_outweigh_the_graph() -
     assert len(bounds) > 1 and bounds[0][0] == 0 and bounds[-1][1] == nodes
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # consecutive, covering every node
     assert all(stop - start <= shapes_module._SEGMENT_NODES for start, stop in bounds)
+    # sparse initializers are in the outer scope too
+    sparse = _chain_with_ifs(nodes, 3, 0)
+    sparse.sparse_initializer.extend(
+        helper.make_sparse_tensor(numpy_helper.from_array(np.ones(1, np.float32), f"s{k}"),
+                                  numpy_helper.from_array(np.zeros(1, np.int64), f"s{k}_i"), [4])  # fmt: skip
+        for k in range(20_000)
+    )
+    assert len(shapes_module._segments(sparse)) > 1
     # 20 Ifs among 5,000 nodes without initializers: about 2 * 20 * 4,990 = 200,000 copies, over 80,000
     assert len(shapes_module._segments(_chain_with_ifs(nodes, 20, 0))) > 1
     # no subgraph at all: one segment, however large
@@ -262,3 +270,31 @@ def test_sizes_onnx_cannot_name_stay_apart_across_segments(tmp_path: Path, monke
     whole = load_onnx(path, request)  # as the whole graph's inference names them:
     assert len({whole.shapes[n][1] for n in ("first", "alone", "last")}) == 3
     assert whole.shapes["moved"] == (whole.shapes["first"][1], 3)
+
+
+def test_sizes_made_up_inside_branches_stay_apart_across_segments(tmp_path: Path) -> None:
+    """The same, inside If branches: a NonZero in a branch in the first segment and one in a branch
+    in the last segment get sizes of different names (onnx starts again at unk__0 in each)."""
+    path = tmp_path / "m.onnx"
+    _layered(path, 3 * shapes_module._SEGMENT_SUBGRAPHS)
+    model = onnx.load(str(path))
+    model.graph.input.append(helper.make_tensor_value_info("flag", TensorProto.BOOL, []))
+
+    def branchy(tag: str) -> onnx.NodeProto:
+        branches = [
+            helper.make_graph([helper.make_node("NonZero", ["x"], [f"nz{tag}{side}"]), helper.make_node("Transpose", [f"nz{tag}{side}"], [f"t{tag}{side}"])],
+                              f"{tag}{side}", [], [helper.make_tensor_value_info(f"t{tag}{side}", TensorProto.INT64, None)])  # fmt: skip
+            for side in ("a", "b")
+        ]
+        return helper.make_node("If", ["flag"], [f"out{tag}"], then_branch=branches[0], else_branch=branches[1])
+
+    model.graph.node.insert(0, branchy("first"))
+    model.graph.node.append(branchy("last"))
+    model.graph.output.extend([helper.make_tensor_value_info(f"out{t}", TensorProto.INT64, None) for t in ("first", "last")])
+    onnx.save(model, str(path))
+    segmented = load_onnx(path, ShapeRequest(dims={"batch": 2, "seq": 5}))
+    assert segmented.shape_info is not None and int(segmented.shape_info.inferred.split()[2]) >= 3
+    first = next(shape for value, shape in segmented.shapes.items() if value.endswith("/nzfirsta"))
+    last = next(shape for value, shape in segmented.shapes.items() if value.endswith("/nzlasta"))
+    assert first[0] == last[0] == 3 and isinstance(first[1], str) and isinstance(last[1], str)
+    assert first[1] != last[1]

@@ -190,11 +190,14 @@ def value_bytes(model: ModelGraph, value: str, expected: Mapping[str, float]) ->
     if str not in map(type, shape):  # every size known (dims are ints or names): the common case
         bits = _itemsize_bits(model.dtypes.get(value))
         total_bits: int = math.prod(shape) * bits  # type: ignore[assignment]  # all ints here
-        if total_bits < 1 << 53:  # exact as a float too: the same as the general case below
-            return (total_bits + 7) // 8 if bits else None
+        # every dim positive and the bits exact as a float: the general case's answer, in integers
+        if 0 < total_bits < 1 << 53 and min(shape, default=1) > 0:  # type: ignore[operator]
+            return (total_bits + 7) // 8
     elements = 1.0
     for dim in shape:
         if isinstance(dim, int):
+            if dim < 0:  # a hostile file's negative size: no size at all
+                return None
             elements *= dim
         elif dim in expected:
             elements *= expected[dim]

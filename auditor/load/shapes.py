@@ -105,7 +105,7 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
                     "usage", f"--input-shape {value.name} has {len(fixed)} dimensions; the input has {len(dims)}"
                 )
             for dim, size in zip(dims, fixed):
-                if isinstance(dim, int) and dim != size:
+                if isinstance(dim, int) and dim >= 0 and dim != size:
                     raise AuditError(
                         "usage", f"--input-shape {value.name}: the model fixes a dimension to {dim}, not {size}"
                     )
@@ -117,9 +117,11 @@ def bind_inputs(graph: onnx.GraphProto, request: ShapeRequest) -> ShapeInfo:
             continue
         shape = []
         for axis, dim in enumerate(dims):
-            if isinstance(dim, int):
+            if isinstance(dim, int) and dim >= 0:
                 shape.append(dim)
                 continue
+            if isinstance(dim, int):  # -1: some converters' way to write a dynamic size
+                dim = None
             if isinstance(dim, str) and dim in bindings:
                 shape.append(bindings[dim].value)
                 continue
@@ -633,8 +635,8 @@ def infer_shapes(
         bound_inputs = {v.name: v for v in graph.input}
         given = set(bound_inputs) | {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
         for value in graph.output:
-            if value.name in bound_inputs:  # an input returned as it is: its type is the input's, as bound
-                value.type.CopyFrom(bound_inputs[value.name].type)  # (a looser stated one would replace it)
+            if value.name in bound_inputs:  # an input returned as it is: onnx takes the output's type for it
+                _tighten(value, bound_inputs[value.name])
             elif value.name not in given and value.type.HasField("tensor_type"):
                 value.type.tensor_type.ClearField("shape")
         saved = _detached(model) if detach else []
@@ -667,6 +669,20 @@ def infer_shapes(
         graph.output.extend(original_outputs)
         del graph.value_info[:]
         graph.value_info.extend(original_value_info)
+
+
+def _tighten(output: onnx.ValueInfoProto, bound: onnx.ValueInfoProto) -> None:
+    """Give a graph output that is a graph input the input's bound sizes where the output states
+    none: onnx's inference takes the output's type for the input itself, so a looser stated
+    ``[?, 8]`` would undo the binding. Sizes the output does state stand."""
+    out_type, in_type = output.type.tensor_type, bound.type.tensor_type
+    if not (output.type.HasField("tensor_type") and out_type.HasField("shape") and in_type.HasField("shape")):
+        return
+    if len(out_type.shape.dim) != len(in_type.shape.dim):
+        return  # inconsistent: onnx reports it, or not, as before
+    for stated, size in zip(out_type.shape.dim, in_type.shape.dim):
+        if not stated.HasField("dim_value") and size.HasField("dim_value"):
+            stated.dim_value = size.dim_value
 
 
 # exact rational arithmetic: "ceiling(s0/2)" must round 5/2 up, not floor it first
