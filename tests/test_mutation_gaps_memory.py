@@ -137,19 +137,24 @@ def test_packed_activation_bytes_round_up_to_whole_bytes(tmp_path: Path) -> None
     assert value_bytes(model, "x", {}) == 12  # float32 [1, 3]
 
 
-def test_sizes_beyond_any_machine_have_no_byte_count(tmp_path: Path) -> None:
-    """A hostile file's dims: 17 axes of 2^62 are 2^1054 elements, past any float; the size is
-    unknown (None), not a 300-digit integer that later sums would carry."""
-    from auditor.analyses.memory import value_bytes
-
-    dims = [2**62] * 17
+def _relu(tmp_path: Path, dims: list[int]) -> ModelGraph:
+    """r = Relu(x), x float32 of the fixed shape ``dims``."""
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["r"])], "m",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)],
     )  # fmt: skip
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
-    model = load_onnx(path)
+    return load_onnx(path)
+
+
+def test_sizes_beyond_any_machine_have_no_byte_count(tmp_path: Path) -> None:
+    """A hostile file's dims: 17 axes of 2^62 are 2^1054 elements, past any float; the size is
+    unknown (None), not a 300-digit integer that later sums would carry."""
+    from auditor.analyses.memory import value_bytes
+
+    dims = [2**62] * 17
+    model = _relu(tmp_path, dims)
     assert model.shapes["r"] == tuple(dims)
     assert value_bytes(model, "r", {}) is None
 
@@ -161,13 +166,7 @@ def test_byte_counts_of_odd_sizes_follow_the_float_rules(tmp_path: Path) -> None
 
     from auditor.analyses.memory import value_bytes
 
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"])], "m",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)],
-    )  # fmt: skip
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
-    model = load_onnx(path)
+    model = _relu(tmp_path, [1, 4])
     assert value_bytes(model, "r", {}) == 16
     for odd in ((-1, 4), (-3, -4), (2**62,) * 17 + (0,)):
         assert value_bytes(dataclasses.replace(model, shapes={"r": odd}), "r", {}) is None, odd

@@ -48,8 +48,6 @@ _BITS = {
 }  # fmt: skip
 
 
-_UNKNOWN_TYPE = ("unknown", None)
-
 # element type number -> (our dtype name, bits per element or None): looked up once per tensor
 _TYPES: dict[int, tuple[str, int | None]] = {
     number: ({"FLOAT": "float32", "DOUBLE": "float64"}.get(name, name.lower()), _BITS.get(name))
@@ -509,12 +507,8 @@ class _Builder:
         for name, (dims, elem_type) in inferred.items():
             value_id = prefix + name
             if elem_type and value_id not in dtypes:  # a type the file left unstated
-                dtypes[value_id] = _TYPES.get(elem_type, _UNKNOWN_TYPE)[0]
-            if dims is None:
-                continue
-            if str not in map(type, dims) and None not in dims:  # fully inferred: the common case
-                shapes[value_id] = dims  # type: ignore[assignment]  # all sizes
-            elif (shape := resolve(dims, written.get(name), sizes)) is not None:
+                dtypes[value_id] = _TYPES.get(elem_type, ("unknown", None))[0]
+            if dims is not None and (shape := resolve(dims, written.get(name), sizes)) is not None:
                 shapes[value_id] = shape
         for name, dims in written.items():
             if (name not in inferred or inferred[name][0] is None) and (shape := resolve(dims, None, self.sizes)) is not None:

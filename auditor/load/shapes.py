@@ -297,10 +297,6 @@ _SEGMENT_NODES = 4096
 _SEGMENT_COPIES = 16
 
 
-def _owns_subgraphs(node: onnx.NodeProto) -> bool:
-    return any(attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for attr in node.attribute)
-
-
 def _subgraph_count(node: onnx.NodeProto) -> int:
     """Subgraphs a node's attributes hold (0 for most nodes: no attribute read)."""
     if not node.attribute:
@@ -343,11 +339,11 @@ def _reads(nodes: Iterable[onnx.NodeProto]) -> set[str]:
     return read
 
 
-def _is_shape_value(value: onnx.ValueInfoProto) -> bool:
+def _is_shape_value(inferred: InferredValue) -> bool:
     """A numeric tensor of rank 0 or 1: what shape arithmetic computes (Shape, Gather, Concat,
     and the casts to float and back that the legacy exporter writes)."""
-    tensor_type = value.type.tensor_type
-    return tensor_type.elem_type in _SHAPE_TYPES and tensor_type.HasField("shape") and len(tensor_type.shape.dim) <= 1
+    dims, elem_type = inferred
+    return elem_type in _SHAPE_TYPES and dims is not None and len(dims) <= 1
 
 
 _SHAPE_TYPES = frozenset({TensorProto.INT64, TensorProto.INT32, TensorProto.FLOAT, TensorProto.DOUBLE})
@@ -356,7 +352,7 @@ _UNNAMED = re.compile(r"unk__\d+")  # the symbols onnx makes up for sizes it can
 
 
 class _SegmentedInference:
-    """onnx's inference on each segment of the main graph in turn (see ``_SEGMENT_SUBGRAPHS``).
+    """onnx's inference on each segment of the main graph in turn (see ``_segments``).
 
     A segment reads the graph's inputs and initializers, and the values earlier segments
     computed, with the types inferred there. Data propagation (shape arithmetic worked out to
@@ -395,6 +391,7 @@ class _SegmentedInference:
             for name in read:
                 self.last_read[name] = index
         self.types: dict[str, onnx.ValueInfoProto] = {}  # values computed so far that a later segment may read
+        self.shape_values: set[str] = set()  # those of them that shape arithmetic computes
 
     def run(self, found: dict[GraphPath, dict[str, InferredValue]]) -> None:
         graph = self.model.graph
@@ -418,7 +415,7 @@ class _SegmentedInference:
             prefix = f"s{index}_"
             # what repeated shape arithmetic computes was found in its own segment already: kept
             main = found.setdefault((), {})
-            kept_before = {out: main[out] for p in pulled for out in self.nodes[p].output if out in main}
+            kept_before = {out: main[out] for p in pulled for out in self.outputs[p] if out in main}
             # pulled nodes own no subgraphs; unknown sizes get the segment's prefix
             _collect(inferred, (), found, offset=start - len(pulled), prefix=prefix)
             main.update(kept_before)  # (outputs of pulled nodes: in self.types already, skipped below)
@@ -426,12 +423,13 @@ class _SegmentedInference:
                 name = value.name
                 if name in self.types or name not in defined:
                     continue
-                dims, elem_type = main.get(name, (None, 0))
-                shape_value = elem_type in _SHAPE_TYPES and dims is not None and len(dims) <= 1
+                shape_value = _is_shape_value(main.get(name, (None, 0)))
                 if self.last_read.get(name, -1) > index or name in self.shape_reads or shape_value:
                     self.types[name] = kept = onnx.ValueInfoProto()
                     kept.CopyFrom(value)  # a copy: a reference would keep the whole inferred segment alive
                     _rename_unnamed(kept, prefix)
+                    if shape_value:
+                        self.shape_values.add(name)
 
     def _input(self, name: str, part: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
         """What a segment declares for a value it reads from outside itself (initializers added to ``part``)."""
@@ -460,11 +458,10 @@ class _SegmentedInference:
         position = self.producer.get(name, start)
         if position >= start or position in pulled:
             return True
-        value = self.types.get(name)
-        if value is None:
+        if name not in self.types:
             return False
         node = self.nodes[position]
-        if not _is_shape_value(value) or _owns_subgraphs(node) or len(pulled) >= _MAX_PULLED:
+        if name not in self.shape_values or _subgraph_count(node) or len(pulled) >= _MAX_PULLED:
             return True  # an input of the type found before
         trial = set(pulled) | {position}
         for source in node.input:
@@ -737,7 +734,7 @@ def resolve(
 ) -> tuple[Dim, ...] | None:
     """A value's shape: inferred dims, completed from the exporter's expressions; None if
     a dimension is unknown and unnamed."""
-    if all(type(dim) is int for dim in dims):  # fully inferred: the common case
+    if str not in map(type, dims) and None not in dims:  # fully inferred (dims: ints, names, None): the common case
         return dims  # type: ignore[return-value]
     result: list[Dim] = []
     for axis, dim in enumerate(dims):
